@@ -1,0 +1,273 @@
+"""`neurflow`: the command line. Each command parses options, calls the core, and prints results."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+import click
+
+from ingest.selection import parse_tau
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine; use --device cpu")
+    return name
+
+
+def _resolve_class(spec: str, names: list[str] | None, num_classes: int) -> int:
+    if spec.strip().lstrip("-").isdigit():
+        index = int(spec)
+        if not 0 <= index < num_classes:
+            raise click.BadParameter(
+                f"class index {index} is out of range: the model has {num_classes} classes "
+                f"(0..{num_classes - 1})",
+                param_hint="--class",
+            )
+        return index
+    if not names:
+        raise click.BadParameter(
+            f"class {spec!r} given by name, but the model has no class names; pass an index "
+            f"0..{num_classes - 1} or a weights sidecar JSON with a 'classes' list",
+            param_hint="--class",
+        )
+    lowered = [n.lower() for n in names]
+    if spec.lower() in lowered:
+        return lowered.index(spec.lower())
+    close = difflib.get_close_matches(spec.lower(), lowered, n=5)
+    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
+    raise click.BadParameter(f"unknown class {spec!r}{hint}", param_hint="--class")
+
+
+def _progress(desc: str, total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="pair", leave=True, file=sys.stderr, dynamic_ncols=True)
+
+    def tick(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return tick
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neurflow-graph")
+def main() -> None:
+    """NeurFlow Graph: find the neuron groups a vision classifier uses for a class, and how they
+    feed each other layer by layer.
+
+    \b
+    Start with:  neurflow demo
+    Then:        neurflow layers resnet50          (which layer names are valid)
+                 neurflow extract --help           (explain a class of your own model)
+    """
+
+
+@main.command()
+@click.argument("model")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file.")
+@click.option("--input-size", type=int, help="Input side in pixels (default: from the model).")
+def layers(model: str, weights: str | None, input_size: int | None) -> None:
+    """List the layers of MODEL that can be named in --layers, with output shapes.
+
+    MODEL is a torchvision architecture (resnet50, googlenet, ...), planted_cnn (the benchmark
+    CNN), or package.module:factory. Layers in the shipped default list are marked with *.
+    """
+    from ingest.layers import describe_layers
+    from ingest.models import load_model
+
+    loaded = load_model(model, weights, input_size=input_size)
+    defaults = loaded.default_layers or []
+    rows = describe_layers(loaded.module, loaded.input_size)
+    click.echo(f"{loaded.arch}: {len(rows)} candidate layers (input {loaded.input_size}px)")
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        mark = "*" if row["name"] in defaults else " "
+        shape = "x".join(str(d) for d in row["shape"])
+        click.echo(f" {mark} {row['name']:<{width}}  {row['type']:<22} {shape}")
+    if defaults:
+        click.echo(f"\ndefault --layers: {','.join(defaults)}")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Architecture, planted_cnn or pkg.mod:factory.")
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Weights file (state_dict, saved module or TorchScript).",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Folder of images of the class (sub-folders are searched).",
+)
+@click.option(
+    "--class",
+    "class_spec",
+    required=True,
+    help="Class name (from the model's class list) or index.",
+)
+@click.option(
+    "--layers",
+    "layer_list",
+    help="Comma-separated layer names from the output down "
+    "(default: the model's shipped list; see `neurflow layers MODEL`).",
+)
+@click.option(
+    "--tau",
+    default="16",
+    show_default=True,
+    help="Core neurons per target: a count (16), a fraction of the layer's width (0.05 or 5%), "
+    "or a cumulative share of Σ|T| (cum:0.8).",
+)
+@click.option("--k", default=50, show_default=True, help="Patches per neuron concept (top-k).")
+@click.option(
+    "--steps",
+    default=50,
+    show_default=True,
+    help="Integration steps N of the integrated gradients.",
+)
+@click.option(
+    "--quadrature",
+    type=click.Choice(["riemann_right", "gausslegendre"]),
+    default="riemann_right",
+    show_default=True,
+    help="riemann_right is the paper's Eq. 2; gausslegendre is as accurate with fewer steps.",
+)
+@click.option(
+    "--ranking",
+    type=click.Choice(["paper", "reference"]),
+    default="paper",
+    show_default=True,
+    help="paper: rank by |Σ_v t|; reference: by mean_v |t| (the authors' code).",
+)
+@click.option(
+    "--max-images",
+    default=50,
+    show_default=True,
+    help="Use at most this many images predicted as the class (0: all).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--memory-mb",
+    default=2048.0,
+    show_default=True,
+    help="Memory bound for one chunk of the integrated-gradient pass.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output folder (circuit.json, patches/, purity.tsv).",
+)
+def extract(
+    model_name,
+    weights,
+    images,
+    class_spec,
+    layer_list,
+    tau,
+    k,
+    steps,
+    quadrature,
+    ranking,
+    max_images,
+    device,
+    memory_mb,
+    seed,
+    out,
+) -> None:
+    """Extract the NeurFlow circuit of one class and save it as JSON plus exemplar patches."""
+    from ingest.circuit import ExtractConfig
+    from ingest.layers import default_layers
+    from ingest.models import load_model
+
+    try:
+        tau_rule = parse_tau(tau)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tau") from None
+    loaded = load_model(model_name, weights, device=_device(device), seed=seed)
+    class_index = _resolve_class(class_spec, loaded.class_names, loaded.num_classes)
+    layer_names = (
+        [x.strip() for x in layer_list.split(",") if x.strip()]
+        if layer_list
+        else (loaded.default_layers or default_layers(loaded.arch))
+    )
+    cfg = ExtractConfig(
+        layers=layer_names,
+        tau=tau_rule,
+        k=k,
+        steps=steps,
+        quadrature=quadrature,
+        ranking=ranking,
+        max_images=max_images or None,
+        memory_mb=memory_mb,
+        seed=seed,
+    )
+    _run_extract(loaded, images, class_index, cfg, Path(out))
+
+
+def _run_extract(loaded, images, class_index, cfg, out: Path):
+    from ingest.circuit import extract_circuit
+    from ingest.output import save_outputs, summary_lines
+
+    click.echo(
+        f"model {loaded.model_id} on {next(loaded.module.parameters()).device}; class "
+        f"{class_index}{f' ({loaded.class_names[class_index]})' if loaded.class_names else ''}; "
+        f"layers {', '.join(cfg.layers)}",
+        err=True,
+    )
+    circuit, patches = extract_circuit(loaded, images, class_index, cfg, progress=_progress)
+    paths = save_outputs(circuit, patches, out)
+    for line in summary_lines(circuit):
+        click.echo(line)
+    click.echo("")
+    for label, path in paths.items():
+        click.echo(f"{label}: {path}")
+    return circuit
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="out/demo", show_default=True)
+@click.option("--class", "class_name", default="bee", show_default=True)
+@click.option("--images", "n_images", default=40, show_default=True, help="Benchmark images to generate.")
+@click.option("--steps", default=50, show_default=True)
+def demo(out: str, class_name: str, n_images: int, steps: int) -> None:
+    """Run the method on the shipped planted-concept benchmark (no downloads, CPU is fine)."""
+    from ingest.circuit import ExtractConfig
+    from ingest.models import load_model
+    from ingest.planted.data import write_image_folder
+
+    out_dir = Path(out)
+    images = write_image_folder(out_dir / "images" / class_name, class_name, n_images, seed=1234)
+    click.echo(f"generated {n_images} benchmark images of {class_name!r} in {images}", err=True)
+    loaded = load_model("planted_cnn", device=_device("auto"))
+    class_index = _resolve_class(class_name, loaded.class_names, loaded.num_classes)
+    cfg = ExtractConfig(layers=loaded.default_layers, steps=steps)
+    _run_extract(loaded, images, class_index, cfg, out_dir)
+
+
+@main.command(name="show")
+@click.argument("circuit_json", type=click.Path(exists=True, dir_okay=False))
+def show(circuit_json: str) -> None:
+    """Print the summary and purity tables of a saved circuit.json."""
+    from graphmodel.records import Circuit
+    from ingest.output import summary_lines
+
+    circuit = Circuit.load(circuit_json)
+    for line in summary_lines(circuit):
+        click.echo(line)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,199 @@
+"""The patch dataset D (paper §3.3, App. D.8): multi-scale sliding-window crops of the class's images.
+
+Only images the model *predicts* as the class are used. Each image is cut into square crops whose side
+is 100 %, 50 % and 25 % of the image's shorter side, slid with 50 % overlap, and every crop is resized
+to the model's input size. Each patch keeps its provenance (source image, box, scale) and, when the
+folder ships ground truth (`NAME.concepts.npz` beside `NAME.png`), the concepts it contains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from graphmodel.records import PatchRecord
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_SCALES = (1.0, 0.5, 0.25)
+# A concept counts as present in a crop when it covers this share of the crop, or when the crop
+# holds this share of all the concept's pixels in the image (a whole small object).
+PRESENCE_OF_CROP = 0.10
+PRESENCE_OF_OBJECT = 0.5
+
+
+class ImageFolderError(ValueError):
+    pass
+
+
+@dataclass
+class PatchSet:
+    pixels: Tensor  # uint8 [P, 3, S, S]
+    records: list[PatchRecord]
+    images_used: list[str]
+    images_total: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageFolderError(f"image folder {str(root)!r} does not exist or is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageFolderError(
+            f"no images in {str(root)!r}: expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageFolderError(f"cannot read image {str(path)!r} ({exc}); remove or replace it") from exc
+
+
+def resize(arr: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
+
+
+def center_square(arr: np.ndarray) -> np.ndarray:
+    h, w = arr.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return arr[top : top + side, left : left + side]
+
+
+def to_model_input(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 [B, 3, S, S] -> normalised float [B, 3, S, S] on the same device."""
+    m = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - m) / s
+
+
+def crop_boxes(height: int, width: int, scales: Sequence[float]) -> list[tuple[list[int], float]]:
+    """Square windows per scale with 50 % overlap, the last window flush with the far edge."""
+    boxes: list[tuple[list[int], float]] = []
+    short = min(height, width)
+    for scale in scales:
+        side = max(1, round(short * scale))
+        stride = max(1, side // 2)
+
+        def starts(extent: int, side: int = side, stride: int = stride) -> list[int]:
+            pos = list(range(0, extent - side + 1, stride))
+            if pos[-1] != extent - side:
+                pos.append(extent - side)
+            return pos
+
+        for y in starts(height):
+            for x in starts(width):
+                boxes.append(([x, y, x + side, y + side], scale))
+    return boxes
+
+
+def concepts_in_box(masks: dict[str, np.ndarray], box: Sequence[int]) -> list[str]:
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    present = []
+    for name, mask in masks.items():
+        inside = int(mask[y0:y1, x0:x1].sum())
+        total = int(mask.sum())
+        if inside and (inside >= PRESENCE_OF_CROP * area or inside >= PRESENCE_OF_OBJECT * total):
+            present.append(name)
+    return sorted(present)
+
+
+def load_ground_truth(image_path: Path, shape: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    sidecar = image_path.with_name(image_path.stem + ".concepts.npz")
+    if not sidecar.exists():
+        return None
+    with np.load(sidecar) as data:
+        masks = {k: data[k].astype(bool) for k in data.files}
+    for name, mask in masks.items():
+        if mask.shape != shape:
+            raise ImageFolderError(
+                f"ground-truth mask {name!r} in {str(sidecar)!r} is {mask.shape}, image is {shape}"
+            )
+    return masks
+
+
+def patch_id(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:32]
+
+
+def predicted_images(
+    files: Sequence[Path],
+    class_index: int,
+    classify: Callable[[Tensor], Tensor],
+    input_size: int,
+    batch_size: int = 32,
+) -> tuple[list[Path], list[int]]:
+    """The images the model predicts as `class_index`, and every image's prediction."""
+    keep: list[Path] = []
+    predictions: list[int] = []
+    for start in range(0, len(files), batch_size):
+        batch = files[start : start + batch_size]
+        arr = np.stack([resize(center_square(load_rgb(f)), input_size) for f in batch])
+        pred = classify(torch.from_numpy(arr).permute(0, 3, 1, 2)).tolist()
+        predictions.extend(pred)
+        keep.extend(f for f, p in zip(batch, pred) if p == class_index)
+    return keep, predictions
+
+
+def build_patch_set(
+    folder: str | Path,
+    class_index: int,
+    classify: Callable[[Tensor], Tensor],
+    input_size: int,
+    *,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    max_images: int | None = None,
+    class_label: str | None = None,
+) -> PatchSet:
+    """Crop the images predicted as the class into D, deduplicating identical patches.
+
+    `classify` maps uint8 pixels [B, 3, S, S] to predicted class indices [B].
+    """
+    root = Path(folder)
+    files = list_images(root)
+    kept, predictions = predicted_images(files, class_index, classify, input_size)
+    if not kept:
+        counts = np.bincount(np.asarray(predictions), minlength=class_index + 1)
+        top = np.argsort(-counts)[:3]
+        seen = ", ".join(f"class {int(c)} x{int(counts[c])}" for c in top if counts[c])
+        raise ImageFolderError(
+            f"none of the {len(files)} images in {str(root)!r} is predicted as "
+            f"{class_label or class_index!s} (index {class_index}); the model predicts {seen}. "
+            "Check --class, the weights, or the folder"
+        )
+    if max_images is not None:
+        kept = kept[:max_images]
+    pixels: list[np.ndarray] = []
+    records: list[PatchRecord] = []
+    seen_ids: set[str] = set()
+    for path in kept:
+        image = load_rgb(path)
+        masks = load_ground_truth(path, image.shape[:2])
+        rel = str(path.relative_to(root))
+        for box, scale in crop_boxes(image.shape[0], image.shape[1], scales):
+            x0, y0, x1, y1 = box
+            patch = resize(image[y0:y1, x0:x1], input_size)
+            pid = patch_id(patch)
+            if pid in seen_ids:
+                continue
+            seen_ids.add(pid)
+            concepts = concepts_in_box(masks, box) if masks is not None else []
+            pixels.append(patch)
+            records.append(PatchRecord(pid, rel, box, scale, concepts))
+    stacked = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
+    return PatchSet(stacked, records, [str(p.relative_to(root)) for p in kept], len(files))

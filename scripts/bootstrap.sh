@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Creates (once) the project's virtual environment outside the clone, keyed on the hash of
+# requirements.txt, and installs the project into it in editable mode.
+# Prints the venv path on stdout; everything else goes to stderr.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="${NEURFLOW_VENV_ROOT:-$HOME/.cache/neurflow}"
+key="$(sha256sum < "$here/requirements.txt" | cut -c1-16)"
+venv="$root/venv-$key"
+py="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
+  echo "bootstrap: creating $venv (first run downloads torch, a few GB)" >&2
+  mkdir -p "$root"
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q -r "$here/requirements.txt" >&2
+  touch "$venv/.complete"
+fi
+# The editable install is cheap and keeps the console script pointing at this checkout.
+if ! "$venv/bin/python" -c "import ingest, sys; sys.exit(0 if '$here' in ingest.__file__ else 1)" 2>/dev/null; then
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" >&2
+fi
+echo "$venv"
