@@ -66,6 +66,31 @@ def _plan(targets: Tensor, patches: Tensor) -> _Plan:
     return _Plan(uniq[by_count], slot_targets, slot_pairs)
 
 
+def _attribute(
+    segment: Callable[[Tensor], Tensor], x: Tensor, tgt: Tensor, alphas: Tensor, weights: Tensor
+) -> Tensor:
+    """sum_n w_n * grad y_t(alpha_n x) * x, summed over space, for every patch u and slot j: [J, u, C]."""
+    u, n = x.shape[0], len(alphas)
+    used = tgt.shape[1]
+    scaled = (alphas.view(1, -1, *[1] * (x.dim() - 1)) * x.unsqueeze(1)).reshape(u * n, *x.shape[1:])
+    scaled.requires_grad_(True)
+    out = _neuron_values(segment(scaled))  # [u*n, C_out]
+    grad_out = torch.zeros((used, u, n, out.shape[1]), device=x.device, dtype=out.dtype)
+    j_idx, u_idx = torch.meshgrid(
+        torch.arange(used, device=x.device), torch.arange(u, device=x.device), indexing="ij"
+    )
+    grad_out[j_idx, u_idx, :, tgt.T] = weights.to(out.dtype).view(1, 1, -1)
+    grad_out = grad_out.reshape(used, u * n, out.shape[1])
+    if used == 1:
+        grads = torch.autograd.grad(out, scaled, grad_out[0])[0].unsqueeze(0)
+    else:
+        grads = torch.autograd.grad(out, scaled, grad_out, is_grads_batched=True)[0]
+    # Sum the weighted step gradients first, then multiply by the input once.
+    path_grads = grads.reshape(used, u, n, *x.shape[1:]).sum(2)
+    prod = path_grads * x.unsqueeze(0)
+    return prod.flatten(3).sum(3) if x.dim() > 2 else prod
+
+
 def _neuron_values(out: Tensor) -> Tensor:
     """A neuron's activation: the spatial mean of its map (conv) or the unit itself (linear)."""
     return out.flatten(2).mean(2) if out.dim() > 2 else out
@@ -106,44 +131,25 @@ def pair_attributions(
     result = torch.zeros((len(targets_t), probe.shape[1]), dtype=torch.float32)
 
     # Per (patch, step) row the backward holds one gradient per slot plus the segment's own
-    # activations (~8 input-sized tensors for a residual block is a safe estimate).
-    slots = plan.slot_targets.shape[1]
-    rows_per_chunk = max(1, int(memory_mb * 2**20 // (row_bytes * (slots + 8))))
-    patches_per_chunk = max(1, rows_per_chunk // steps)
-    n_steps = steps
-    for start in range(0, len(plan.patches), patches_per_chunk):
-        stop = min(start + patches_per_chunk, len(plan.patches))
-        chunk_slots = plan.slot_pairs[start:stop]
-        used = int((chunk_slots >= 0).sum(1).max())
-        x = fetch(plan.patches[start:stop]).detach()  # [u, C, ...]
-        u = x.shape[0]
-        scaled = (alphas.view(1, -1, *[1] * (x.dim() - 1)) * x.unsqueeze(1)).reshape(
-            u * n_steps, *x.shape[1:]
-        )
-        scaled.requires_grad_(True)
-        out = _neuron_values(segment(scaled))  # [u*N, C_out]
-        grad_out = torch.zeros((used, u, n_steps, out.shape[1]), device=device, dtype=out.dtype)
-        tgt = plan.slot_targets[start:stop, :used].to(device)  # [u, J]
-        valid = (chunk_slots[:, :used] >= 0).to(device)
-        j_idx, u_idx = torch.meshgrid(
-            torch.arange(used, device=device), torch.arange(u, device=device), indexing="ij"
-        )
-        w = weights.to(out.dtype).view(1, 1, -1) * valid.T.unsqueeze(-1).to(out.dtype)
-        grad_out[j_idx, u_idx, :, tgt.T] = w
-        grad_out = grad_out.reshape(used, u * n_steps, out.shape[1])
-        if used == 1:
-            (grads,) = torch.autograd.grad(out, scaled, grad_out[0])
-            grads = grads.unsqueeze(0)
-        else:
-            (grads,) = torch.autograd.grad(out, scaled, grad_out, is_grads_batched=True)
-        # Sum the weighted step gradients first, then multiply by the input once: [J, u, C, ...].
-        path_grads = grads.reshape(used, u, n_steps, *x.shape[1:]).sum(2)
-        att = (path_grads * x.unsqueeze(0)).flatten(3).sum(3) if x.dim() > 2 else path_grads * x
-        pair_ids = chunk_slots[:, :used].T  # [J, u]
-        mask = pair_ids >= 0
-        result[pair_ids[mask]] = att[mask.to(device)].float().cpu()
-        if progress is not None:
-            progress(int(mask.sum()))
+    # activations (~8 input-sized tensors for a residual block is a safe estimate). Patches are
+    # processed in runs of equal slot count, so no backward is spent on empty slots.
+    counts = (plan.slot_pairs >= 0).sum(1)
+    run_starts = [0, *(torch.nonzero(counts[1:] != counts[:-1]).flatten() + 1).tolist(), len(counts)]
+    for run_start, run_stop in zip(run_starts[:-1], run_starts[1:]):
+        used = int(counts[run_start])
+        rows_per_chunk = max(1, int(memory_mb * 2**20 // (row_bytes * (used + 8))))
+        step_chunk = min(steps, rows_per_chunk)
+        patches_per_chunk = max(1, rows_per_chunk // step_chunk)
+        for start in range(run_start, run_stop, patches_per_chunk):
+            stop = min(start + patches_per_chunk, run_stop)
+            x = fetch(plan.patches[start:stop]).detach()  # [u, C, ...]
+            pair_ids = plan.slot_pairs[start:stop, :used].T.reshape(-1)  # slot-major, like att below
+            tgt = plan.slot_targets[start:stop, :used].to(device)
+            for s0 in range(0, steps, step_chunk):
+                att = _attribute(segment, x, tgt, alphas[s0 : s0 + step_chunk], weights[s0 : s0 + step_chunk])
+                result.index_add_(0, pair_ids, att.reshape(len(pair_ids), -1).float().cpu())
+            if progress is not None:
+                progress(len(pair_ids))
     return result
 
 
