@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -135,7 +136,7 @@ def pair_attributions(
     # processed in runs of equal slot count, so no backward is spent on empty slots.
     counts = (plan.slot_pairs >= 0).sum(1)
     run_starts = [0, *(torch.nonzero(counts[1:] != counts[:-1]).flatten() + 1).tolist(), len(counts)]
-    for run_start, run_stop in zip(run_starts[:-1], run_starts[1:]):
+    for run_start, run_stop in pairwise(run_starts):
         used = int(counts[run_start])
         rows_per_chunk = max(1, int(memory_mb * 2**20 // (row_bytes * (used + 8))))
         step_chunk = min(steps, rows_per_chunk)
