@@ -58,7 +58,27 @@ def _progress(desc: str, total: int):
     return tick
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _is_user_error(exc: Exception) -> bool:
+    from ingest.layers import LayerError
+    from ingest.models import ModelError
+    from ingest.patches import ImageFolderError
+
+    return isinstance(exc, (LayerError, ModelError, ImageFolderError))
+
+
+class _Group(click.Group):
+    """Shows errors the user can fix as one clear line (exit code 1), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _is_user_error(exc):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="neurflow-graph")
 def main() -> None:
     """NeurFlow Graph: find the neuron groups a vision classifier uses for a class, and how they
