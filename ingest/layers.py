@@ -1,0 +1,585 @@
+"""Generic layer cuts: prefix (image -> layer) and segment (layer below -> layer) functions.
+
+The model is traced once with torch.fx, treating every listed layer as one opaque node (or, for a
+listed layer that contains another listed layer, recording the node its forward returns). Prefixes
+and segments are sub-graphs of that trace, so no architecture is hard-coded. They share the model's
+parameters, support autograd and move with `.to(device)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import operator
+from collections import deque
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+
+
+class LayerError(ValueError):
+    """A layer list that cannot be cut: unknown name, invalid cut, untraceable model."""
+
+
+def _resnet_layers(blocks: Sequence[int]) -> list[str]:
+    """fc, the blocks of layer4 and layer3 from the top, then the last block of layer2.
+
+    Deeper ResNets get ResNet-50's block counts: their lists stay the paper's length, and the
+    segment from layer3.5 to layer4.0 carries the remaining layer3 blocks.
+    """
+    names = ["fc"]
+    for stage in (4, 3):
+        names += [f"layer{stage}.{i}" for i in reversed(range(blocks[stage - 1]))]
+    return [*names, f"layer2.{blocks[1] - 1}"]
+
+
+_RESNET_BLOCKS = {
+    "resnet18": (2, 2, 2, 2),
+    "resnet34": (3, 4, 6, 3),
+    **dict.fromkeys(
+        [
+            "resnet50",
+            "resnet101",
+            "resnet152",
+            "resnext50_32x4d",
+            "resnext101_32x8d",
+            "resnext101_64x4d",
+            "wide_resnet50_2",
+            "wide_resnet101_2",
+        ],
+        (3, 4, 6, 3),
+    ),
+}
+
+# Layers are listed from the output down. ResNet-50, GoogLeNet and AlexNet follow the paper;
+# resnet101/152 (and their ResNeXt/wide twins) reuse ResNet-50's list, as the paper's code does.
+DEFAULT_LAYERS: dict[str, list[str]] = {
+    **{name: _resnet_layers(blocks) for name, blocks in _RESNET_BLOCKS.items()},
+    "googlenet": [
+        "fc",
+        "inception5b",
+        "inception5a",
+        "inception4e",
+        "inception4d",
+        "inception4c",
+        "inception4b",
+        "inception4a",
+        "inception3b",
+        "inception3a",
+        "maxpool2",
+    ],
+    "alexnet": [
+        "classifier.6",
+        "classifier.5",
+        "classifier.2",
+        "features.12",
+        "features.9",
+        "features.7",
+        "features.5",
+        "features.2",
+    ],
+    # Like AlexNet's list: post-ReLU / pooled outputs, the pool replacing the ReLU just under it.
+    "vgg16": [
+        "classifier.6",
+        "classifier.4",
+        "classifier.1",
+        "features.30",
+        "features.27",
+        "features.25",
+        "features.23",
+        "features.20",
+        "features.18",
+        "features.16",
+    ],
+}
+
+
+def default_layers(arch: str) -> list[str]:
+    """The shipped layer list (top first) for an architecture name."""
+    if arch == "planted_cnn":
+        from ingest.planted.model import PLANTED_LAYERS
+
+        return list(PLANTED_LAYERS)
+    if arch in DEFAULT_LAYERS:
+        return list(DEFAULT_LAYERS[arch])
+    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn"]))
+    raise LayerError(
+        f"no default layer list for {arch!r} (defaults exist for: {known}). "
+        f"Name the layers yourself, top first; `neurflow layers MODEL` lists the candidates."
+    )
+
+
+def available_layers(module: nn.Module) -> list[tuple[str, str]]:
+    """(qualified name, module type) of every submodule that has a forward of its own."""
+    return [
+        (name, type(m).__name__)
+        for name, m in module.named_modules()
+        if name and not isinstance(m, nn.ModuleList | nn.ModuleDict)
+    ]
+
+
+def _reject_torchscript(module: nn.Module) -> None:
+    if isinstance(module, torch.jit.ScriptModule):
+        raise LayerError(
+            "a TorchScript model cannot be cut into layers (torch.fx cannot trace it). Load the "
+            "model from a state_dict plus its architecture, or from a whole saved module "
+            "(torch.save(model)), instead."
+        )
+
+
+@contextmanager
+def _forward_hooks(module: nn.Module, hook_for):
+    """Register `hook_for(name)` on every named submodule; remove every hook on exit."""
+    handles = []
+    try:
+        for name, m in module.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(hook_for(name)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def describe_layers(module: nn.Module, input_size: int, device: str | torch.device = "cpu") -> list[dict]:
+    """Every submodule that runs on a dummy image, in execution order, with its output shape.
+
+    Each entry: name, type, shape (output shape without the batch dimension, or None when the
+    output is not a tensor), channels (units of a [B, C] or channels of a [B, C, H, W] output, else
+    None) and calls (how often forward runs it; a layer to cut must run exactly once).
+    """
+    _reject_torchscript(module)
+    seen: dict[str, dict] = {}
+    types = dict(available_layers(module))
+
+    def hook_for(name: str):
+        def hook(mod, _inputs, out):
+            if name in seen:
+                seen[name]["calls"] += 1
+                return
+            shape = list(out.shape[1:]) if isinstance(out, Tensor) else None
+            channels = shape[0] if shape is not None and len(shape) in (1, 3) else None
+            seen[name] = {
+                "name": name,
+                "type": types.get(name, type(mod).__name__),
+                "shape": shape,
+                "channels": channels,
+                "calls": 1,
+            }
+
+        return hook
+
+    was_training = module.training
+    module.eval()
+    try:
+        with _forward_hooks(module, hook_for), torch.no_grad():
+            module(torch.zeros(1, 3, input_size, input_size, device=device))
+    finally:
+        module.train(was_training)
+    return list(seen.values())
+
+
+# ----------------------------------------------------------------------------- tracing
+
+
+class _CutTracer(fx.Tracer):
+    """Keeps each listed layer as one node, and records every call of a listed layer."""
+
+    def __init__(self, leaves: set[str], watched: set[str]):
+        super().__init__()
+        self.leaves = leaves
+        self.watched = watched
+        self.calls: dict[str, list[tuple[object, object]]] = {}
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaves:
+            return True
+        prefix = module_qualified_name + "."
+        if any(w.startswith(prefix) for w in self.watched):
+            return False
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):
+        out = super().call_module(m, forward, args, kwargs)
+        name = self.path_of_module(m)
+        if name in self.watched:
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            self.calls.setdefault(name, []).append((out, first))
+        return out
+
+
+def _concrete_args(module: nn.Module) -> dict[str, object]:
+    """Bake in every forward argument after the image (they must have defaults)."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    params = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    extra = {}
+    for p in params[1:]:
+        if p.default is inspect.Parameter.empty:
+            raise LayerError(
+                f"{type(module).__name__}.forward takes more than one input ({p.name!r} has no "
+                f"default); only models taking a single image batch can be cut"
+            )
+        extra[p.name] = p.default
+    return extra
+
+
+_INPLACE_FUNCTIONS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.setitem,
+}
+# Ops whose result shares memory with their first argument: writing into it writes the argument.
+_VIEW_OPS = {
+    "view",
+    "view_as",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "transpose",
+    "permute",
+    "squeeze",
+    "unsqueeze",
+    "expand",
+    "expand_as",
+    "narrow",
+    "select",
+    "t",
+    "contiguous",
+    "detach",
+    "getitem",
+    "__getitem__",
+}
+
+
+def _is_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Whether `node` overwrites its first argument (ReLU(inplace=True), x.add_(...), ...)."""
+    if node.op == "call_module":
+        return getattr(modules.get(node.target), "inplace", False) is True
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.endswith("__")
+    if node.op != "call_function":
+        return False
+    if node.target in _INPLACE_FUNCTIONS or node.kwargs.get("inplace") is True:
+        return True
+    fname = getattr(node.target, "__name__", "")
+    if fname.endswith("_") and not fname.endswith("__"):
+        return True
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+    except (TypeError, ValueError):
+        return False
+    return bound.arguments.get("inplace") is True
+
+
+def _label(node: fx.Node) -> str:
+    """Readable name of a graph node for error messages."""
+    if node.op == "placeholder":
+        return "input"
+    if node.op in ("call_module", "get_attr"):
+        return str(node.target)
+    fn = node.target if node.op == "call_method" else getattr(node.target, "__name__", node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()))[0] if stack else None
+    return f"{owner} ({fn})" if owner else str(fn)
+
+
+def _ancestors(roots: Iterable[fx.Node], stop: fx.Node | None) -> set[fx.Node]:
+    """All nodes the roots depend on, not looking past `stop` (which is included)."""
+    seen: set[fx.Node] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node is not stop:
+            stack.extend(node.all_input_nodes)
+    return seen
+
+
+def _is_view(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _VIEW_OPS
+    return node.op == "call_function" and getattr(node.target, "__name__", "") in _VIEW_OPS
+
+
+def _needed(roots: Iterable[fx.Node], stop: fx.Node | None, modules: dict[str, nn.Module]) -> set[fx.Node]:
+    """Ancestors of `roots` (not past `stop`) plus the in-place ops that write into them.
+
+    fx records `y.add_(1)` as a node nobody uses, so plain ancestry would drop the write.
+    """
+    needed = _ancestors(roots, stop)
+    while True:
+        writes = []
+        for node in needed:
+            pending, seen = [node], set()
+            while pending:
+                alias = pending.pop()
+                if alias in seen:
+                    continue
+                seen.add(alias)
+                for user in alias.users:
+                    inplace = _is_inplace(user, modules)
+                    if user.args and user.args[0] is alias and (inplace or _is_view(user)):
+                        pending.append(user)
+                        if inplace and user not in needed:
+                            writes.append(user)
+        if not writes:
+            return needed
+        needed |= _ancestors(writes, stop)
+
+
+class LayerCuts:
+    """Prefix and segment functions for an ordered layer list (top first).
+
+    Tracing uses the model in eval mode (the model is switched to eval): the cuts describe
+    inference, and branches such as GoogLeNet's auxiliary heads disappear.
+    """
+
+    def __init__(self, module: nn.Module, layers: Sequence[str], input_size: int):
+        _reject_torchscript(module)
+        self.module = module
+        self.layers: list[str] = list(layers)
+        self.input_size = int(input_size)
+        if not self.layers:
+            raise LayerError("the layer list is empty; name at least one layer")
+        dupes = sorted({n for n in self.layers if self.layers.count(n) > 1})
+        if dupes:
+            raise LayerError(f"layers listed more than once: {', '.join(dupes)}")
+        self._check_names()
+        module.eval()
+        self._trace()
+        self._input = next(n for n in self._graph.nodes if n.op == "placeholder")
+        for upper, lower in zip(self.layers, self.layers[1:], strict=False):
+            self._check_cut(upper, lower)
+        self._cache: dict[object, fx.GraphModule] = {}
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+
+    # ------------------------------------------------------------------ set-up and validation
+
+    def _check_names(self) -> None:
+        modules = dict(self.module.named_modules())
+        for name in self.layers:
+            if name in modules and name:
+                continue
+            candidates = [n for n, _ in available_layers(self.module)]
+            close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise LayerError(
+                f"unknown layer {name!r} in {type(self.module).__name__}.{hint} "
+                f"`neurflow layers MODEL` lists the {len(candidates)} candidate layers."
+            )
+
+    def _trace(self) -> None:
+        listed = set(self.layers)
+        nested = {n for n in listed if any(o.startswith(n + ".") for o in listed)}
+        tracer = _CutTracer(leaves=listed - nested, watched=listed)
+        try:
+            self._graph = tracer.trace(self.module, concrete_args=_concrete_args(self.module))
+        except LayerError:
+            raise
+        except Exception as e:
+            raise LayerError(
+                f"torch.fx could not trace {type(self.module).__name__}: {type(e).__name__}: {e}. "
+                f"Models whose forward branches on tensor values cannot be cut automatically; "
+                f"if the branching sits inside one block, list that block itself as a layer."
+            ) from e
+        self._modules = dict(self.module.named_modules())
+        self._out: dict[str, fx.Node] = {}
+        self._in: dict[str, fx.Node | None] = {}
+        for name in self.layers:
+            calls = tracer.calls.get(name, [])
+            if len(calls) != 1:
+                why = (
+                    "never runs in forward (in eval mode)"
+                    if not calls
+                    else f"runs {len(calls)} times in one forward pass (a shared module)"
+                )
+                raise LayerError(f"layer {name!r} {why}; a listed layer must run exactly once")
+            out, first = calls[0]
+            if not isinstance(out, fx.Proxy):
+                raise LayerError(
+                    f"layer {name!r} returns {type(out).__name__}, not a single tensor; "
+                    f"list a submodule that returns one"
+                )
+            self._out[name] = out.node
+            self._in[name] = first.node if isinstance(first, fx.Proxy) else None
+
+    def _check_cut(self, upper: str, lower: str) -> None:
+        top, cut = self._out[upper], self._out[lower]
+        if self._input not in _needed([top], cut, self._modules):
+            return
+        if top in _ancestors([cut], stop=None):
+            raise LayerError(
+                f"layers must be listed from the output down, but {upper} runs before {lower}; swap them"
+            )
+        path = self._path_avoiding(top, cut)
+        if path is None:
+            raise LayerError(
+                f"invalid cut: {upper} depends on the input other than through {lower}, by an "
+                f"in-place write into a tensor it uses; choose other layers"
+            )
+        trunk = _ancestors([cut], stop=None)
+        split = max(i for i, n in enumerate(path) if n in trunk)
+        shown = path[split:]
+        if len(shown) > 8:
+            shown = [*shown[:3], None, *shown[-4:]]
+        start = [path[0], None] if split > 1 else path[:split]
+        text = " -> ".join("..." if n is None else _label(n) for n in [*start, *shown])
+        raise LayerError(
+            f"invalid cut: {upper} is reachable from the input without passing through {lower}: "
+            f"{text} (= {upper}). Every path from the image to a layer must go through the layer "
+            f"listed under it; choose layers without skip connections around them (e.g. whole "
+            f"residual blocks rather than convolutions inside them)."
+        )
+
+    def _path_avoiding(self, target: fx.Node, avoid: fx.Node) -> list[fx.Node] | None:
+        """Shortest input -> target path not passing through `avoid`."""
+        parent: dict[fx.Node, fx.Node | None] = {target: None}
+        queue = deque([target])
+        while queue:
+            node = queue.popleft()
+            if node is self._input:
+                break
+            for src in node.all_input_nodes:
+                if src is not avoid and src not in parent:
+                    parent[src] = node
+                    queue.append(src)
+        if self._input not in parent:
+            return None
+        path, node = [], self._input
+        while node is not None:
+            path.append(node)
+            node = parent[node]
+        return path
+
+    # ------------------------------------------------------------------ sub-graphs
+
+    def _extract(self, outputs: dict[str, fx.Node], cut: fx.Node | None, *, as_dict: bool) -> fx.GraphModule:
+        """A GraphModule computing `outputs` from the image (cut=None) or from `cut`'s value.
+
+        A tensor that an in-place op of the sub-graph overwrites is cloned where it must stay
+        intact: the segment's input (a caller's leaf tensor must stay untouched and
+        differentiable) and every returned value.
+        """
+        needed = _needed(outputs.values(), cut, self._modules)
+
+        def overwritten(node: fx.Node) -> bool:
+            return any(
+                u in needed and u.args and u.args[0] is node and _is_inplace(u, self._modules)
+                for u in node.users
+            )
+
+        graph = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        kept: dict[fx.Node, fx.Node] = {}
+        if cut is not None:
+            x = graph.placeholder("x")
+            env[cut] = graph.call_method("clone", (x,)) if overwritten(cut) else x
+        returned = set(outputs.values())
+        for node in self._graph.nodes:
+            if node not in needed or node is cut:
+                continue
+            env[node] = graph.node_copy(node, lambda n: env[n])
+            if node in returned and overwritten(node):
+                kept[node] = graph.call_method("clone", (env[node],))
+        values = {key: kept.get(node, env[node]) for key, node in outputs.items()}
+        graph.output(values if as_dict else next(iter(values.values())))
+        graph.lint()
+        return fx.GraphModule(self.module, graph, class_name="LayerCut")
+
+    def _subgraph(
+        self, key: object, outputs: dict[str, fx.Node], cut: fx.Node | None, *, as_dict: bool
+    ) -> fx.GraphModule:
+        if key not in self._cache:
+            self._cache[key] = self._extract(outputs, cut, as_dict=as_dict)
+        return self._cache[key]
+
+    def _listed(self, name: str) -> str:
+        if name not in self._out:
+            raise LayerError(f"{name!r} is not one of the listed layers: {', '.join(self.layers)}")
+        return name
+
+    # ------------------------------------------------------------------ public API
+
+    def below(self, name: str) -> str | None:
+        """The next listed layer under `name` (None for the lowest)."""
+        i = self.layers.index(self._listed(name))
+        return self.layers[i + 1] if i + 1 < len(self.layers) else None
+
+    def prefix(self, name: str) -> nn.Module:
+        """image batch -> output of `name`."""
+        node = self._out[self._listed(name)]
+        return self._subgraph(("prefix", name), {name: node}, None, as_dict=False)
+
+    def segment(self, upper: str) -> nn.Module:
+        """output of below(upper) -> output of `upper`."""
+        lower = self.below(upper)
+        if lower is None:
+            raise LayerError(f"{upper!r} is the lowest listed layer: it has a prefix, no segment")
+        top, cut = self._out[upper], self._out[lower]
+        return self._subgraph(("segment", upper), {upper: top}, cut, as_dict=False)
+
+    def activations(
+        self,
+        x: Tensor,
+        names: Iterable[str] | None = None,
+        *,
+        means: bool = True,
+        lowest_input: bool = False,
+    ) -> dict[str, Tensor]:
+        """The listed layers' outputs from one forward pass.
+
+        With means=True a [B, C, H, W] output becomes its spatial mean [B, C]. With
+        lowest_input=True the tensor entering the lowest listed layer is also returned, under
+        "<lowest>:input": the representative space of the lowest layer's semantic groups.
+        """
+        wanted = tuple(self._listed(n) for n in (self.layers if names is None else names))
+        lowest = self.layers[-1]
+        outputs = {n: self._out[n] for n in wanted}
+        if lowest_input:
+            entering = self._in[lowest]
+            if entering is None:
+                raise LayerError(f"the input of layer {lowest!r} is not a single tensor")
+            outputs[f"{lowest}:input"] = entering
+        key = ("activations", wanted, lowest_input)
+        result = self._subgraph(key, outputs, None, as_dict=True)(x)
+        return {k: _spatial_mean(k, v) for k, v in result.items()} if means else result
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Output shape of a listed layer for one image of `input_size`, without the batch."""
+        self._listed(name)
+        if self._shapes is None:
+            param = next(self.module.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            dtype = param.dtype if param is not None else torch.float32
+            probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device, dtype=dtype)
+            with torch.no_grad():
+                acts = self.activations(probe, means=False)
+            self._shapes = {k: tuple(v.shape[1:]) for k, v in acts.items()}
+        return self._shapes[name]
+
+    def width(self, name: str) -> int:
+        """Number of channels (conv) or units (linear) of the layer output."""
+        shape = self.shape(name)
+        if len(shape) not in (1, 3):
+            raise LayerError(
+                f"layer {name!r} outputs shape {list(shape)}; expected [C] units or [C, H, W] maps"
+            )
+        return shape[0]
+
+
+def _spatial_mean(name: str, value: Tensor) -> Tensor:
+    if value.dim() == 4:
+        return value.mean(dim=(2, 3))
+    if value.dim() == 2:
+        return value
+    raise LayerError(
+        f"layer {name!r} outputs shape {list(value.shape)}; neuron activations need "
+        f"[B, C, H, W] feature maps or [B, C] units"
+    )

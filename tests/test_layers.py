@@ -1,0 +1,268 @@
+"""Layer cuts: prefix/segment consistency on real torchvision architectures, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from ingest.layers import (
+    DEFAULT_LAYERS,
+    LayerCuts,
+    LayerError,
+    available_layers,
+    default_layers,
+    describe_layers,
+)
+
+torch.set_num_threads(2)
+
+# Small images keep the test fast; every architecture here pools adaptively before its head.
+SIZES = {"resnet18": 64, "resnet50": 64, "googlenet": 64, "alexnet": 96, "vgg16": 64}
+
+
+def _build(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    kwargs = {"aux_logits": False, "init_weights": True} if arch == "googlenet" else {}
+    return torchvision.models.get_model(arch, weights=None, **kwargs).eval()
+
+
+@pytest.fixture(scope="module", params=list(SIZES))
+def arch_cuts(request):
+    arch = request.param
+    model = _build(arch)
+    return arch, model, LayerCuts(model, default_layers(arch), SIZES[arch])
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return _build("resnet18")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_segments_compose_to_prefixes_and_logits(arch_cuts):
+    arch, model, cuts = arch_cuts
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, SIZES[arch], SIZES[arch])
+    with torch.no_grad():
+        prefixes = {name: cuts.prefix(name)(x) for name in cuts.layers}
+        assert _close(prefixes[cuts.layers[0]], model(x))
+        for upper in cuts.layers[:-1]:
+            lower = cuts.below(upper)
+            assert _close(cuts.segment(upper)(prefixes[lower]), prefixes[upper]), (upper, lower)
+        raw = cuts.activations(x, means=False)
+        means = cuts.activations(x)
+    assert list(raw) == cuts.layers
+    for name, value in prefixes.items():
+        assert _close(raw[name], value), name
+        expected = value.mean((2, 3)) if value.dim() == 4 else value
+        assert _close(means[name], expected), name
+        assert means[name].shape == (2, cuts.width(name))
+
+
+def test_lowest_input_is_what_enters_the_lowest_layer(arch_cuts):
+    arch, model, cuts = arch_cuts
+    lowest = cuts.layers[-1]
+    x = torch.randn(1, 3, SIZES[arch], SIZES[arch])
+    with torch.no_grad():
+        acts = cuts.activations(x, [lowest], means=False, lowest_input=True)
+        entering = acts[f"{lowest}:input"]
+        assert _close(model.get_submodule(lowest)(entering), acts[lowest])
+        meaned = cuts.activations(x, [lowest], lowest_input=True)[f"{lowest}:input"]
+    assert _close(meaned, entering.mean((2, 3)))
+
+
+def test_segments_support_autograd(resnet18):
+    cuts = LayerCuts(resnet18, default_layers("resnet18"), 64)
+    with torch.no_grad():
+        lower = cuts.prefix("layer3.1")(torch.randn(2, 3, 64, 64))
+    lower.requires_grad_(True)
+    out = cuts.segment("layer4.0")(lower)
+    (grad,) = torch.autograd.grad(out.mean((2, 3))[:, 7].sum(), lower)
+    assert grad.shape == lower.shape and grad.abs().sum() > 0
+    assert isinstance(cuts.segment("fc").to("cpu"), nn.Module)
+
+
+def test_inplace_relu_neither_corrupts_outputs_nor_breaks_leaf_inputs():
+    model = _build("alexnet")
+    cuts = LayerCuts(model, ["features.1", "features.0"], 96)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        acts = cuts.activations(x, means=False)
+        conv = model.features[0](x)
+    assert _close(acts["features.0"], conv) and (acts["features.0"] < 0).any()
+    assert _close(acts["features.1"], conv.clamp(min=0))
+    leaf = conv.clone().requires_grad_(True)
+    out = cuts.segment("features.1")(leaf)
+    out.sum().backward()
+    assert torch.equal(leaf.detach(), conv), "the segment changed its input in place"
+    assert torch.equal(leaf.grad, (conv > 0).float())
+
+
+class _WritesInPlace(nn.Module):
+    """An in-place write that fx records as an unused node, and an extra defaulted argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, return_features: bool = False):
+        y = self.b(nn.functional.relu(self.a(x), True))
+        y.add_(1.0)
+        out = self.fc(y.mean((2, 3)))
+        return (out, y) if return_features else out
+
+
+def test_unused_inplace_writes_are_kept_and_outputs_stay_as_returned():
+    torch.manual_seed(0)
+    model = _WritesInPlace().eval()
+    cuts = LayerCuts(model, ["fc", "b", "a"], 16)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        acts = cuts.activations(x, means=False)
+        a = model.a(x)
+        b = model.b(a.clamp(min=0))
+        assert _close(acts["a"], a) and _close(acts["b"], b) and _close(acts["fc"], model(x))
+        assert _close(cuts.segment("fc")(b), model(x))
+        assert _close(cuts.segment("b")(a), b)
+
+
+def test_skipping_a_block_is_a_valid_cut(resnet18):
+    cuts = LayerCuts(resnet18, ["fc", "layer4.0"], 64)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert _close(cuts.segment("fc")(cuts.prefix("layer4.0")(x)), resnet18(x))
+
+
+def test_nested_layers_cut_where_the_inner_one_is_on_every_path(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    outer = LayerCuts(resnet18, ["layer4", "layer4.0"], 64)
+    inner = LayerCuts(resnet18, ["layer4.1.bn2", "layer4.1.conv1"], 64)
+    with torch.no_grad():
+        stem = nn.Sequential(*list(resnet18.children())[:7])(x)
+        assert _close(outer.prefix("layer4")(x), resnet18.layer4(stem))
+        assert _close(outer.segment("layer4")(outer.prefix("layer4.0")(x)), resnet18.layer4(stem))
+        mid = inner.prefix("layer4.1.conv1")(x)
+        assert _close(inner.segment("layer4.1.bn2")(mid), inner.prefix("layer4.1.bn2")(x))
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        (["layer4.3"], ["unknown layer 'layer4.3'", "layer4.1", "layer4.0"]),
+        (["fc", "layer4.l"], ["unknown layer 'layer4.l'", "Did you mean", "layer4.1"]),
+    ],
+)
+def test_unknown_layer_suggests_close_names(resnet18, layers, expected):
+    with pytest.raises(LayerError) as err:
+        LayerCuts(resnet18, layers, 64)
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_residual_skip_around_the_lower_layer_is_named(resnet18):
+    with pytest.raises(LayerError) as err:
+        LayerCuts(resnet18, ["layer4.1", "layer4.1.conv2"], 64)
+    msg = str(err.value)
+    assert "layer4.1 is reachable from the input without passing through layer4.1.conv2" in msg
+    assert "layer4.0.relu -> layer4.1 (add) -> layer4.1.relu" in msg
+
+
+def test_parallel_branches_make_a_branch_an_invalid_cut():
+    model = _build("googlenet")
+    with pytest.raises(LayerError) as err:
+        LayerCuts(model, ["inception4a", "inception3b.branch2"], 64)
+    assert "without passing through inception3b.branch2" in str(err.value)
+    assert "inception3b.branch" in str(err.value).split(":", 2)[-1]
+
+
+def test_wrong_order_duplicates_shared_modules_and_empty_lists_fail(resnet18):
+    cases = {
+        ("layer4.0", "layer4.1"): "from the output down",
+        ("fc", "fc"): "more than once",
+        ("layer4.1", "layer4.1.relu"): "runs 2 times",
+        (): "empty",
+    }
+    for layers, text in cases.items():
+        with pytest.raises(LayerError, match=text):
+            LayerCuts(resnet18, list(layers), 64)
+    cuts = LayerCuts(resnet18, ["fc", "layer4.1"], 64)
+    with pytest.raises(LayerError, match="lowest"):
+        cuts.segment("layer4.1")
+    with pytest.raises(LayerError, match="not one of the listed layers"):
+        cuts.prefix("layer3.0")
+    assert cuts.below("fc") == "layer4.1" and cuts.below("layer4.1") is None
+    assert cuts.width("fc") == 1000 and cuts.width("layer4.1") == 512
+
+
+def test_unused_module_and_untraceable_model_fail_clearly():
+    googlenet = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    with pytest.raises(LayerError, match="never runs"):
+        LayerCuts(googlenet.eval(), ["fc", "aux2.fc2"], 64)
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.conv(x)
+            if x.sum() > 0:
+                x = x * 2
+            return self.fc(x.mean((2, 3)))
+
+    with pytest.raises(LayerError, match="could not trace"):
+        LayerCuts(Branchy(), ["fc", "conv"], 32)
+
+
+def test_torchscript_is_refused_with_advice():
+    scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    with pytest.raises(LayerError, match="state_dict"):
+        LayerCuts(scripted, ["1", "0"], 32)
+
+
+@pytest.mark.parametrize("arch", sorted(DEFAULT_LAYERS))
+def test_every_shipped_default_list_is_a_valid_cut(arch):
+    with torch.device("meta"):
+        model = _build(arch) if arch == "googlenet" else torchvision.models.get_model(arch)
+    cuts = LayerCuts(model.eval(), default_layers(arch), 224)
+    assert cuts.layers == DEFAULT_LAYERS[arch]
+
+
+def test_default_layers_of_an_unknown_arch_lists_the_known_ones():
+    with pytest.raises(LayerError, match="resnet50"):
+        default_layers("mobilenet_v2")
+    assert default_layers("resnet50")[-1] == "layer2.3"
+    assert default_layers("resnet34")[1:4] == ["layer4.2", "layer4.1", "layer4.0"]
+
+
+def test_describe_and_available_layers_leave_no_hooks(resnet18):
+    names = dict(available_layers(resnet18))
+    assert names["layer4.1"] == "BasicBlock" and names["fc"] == "Linear"
+    rows = {row["name"]: row for row in describe_layers(resnet18, 64)}
+    assert rows["layer4.1"]["shape"] == [512, 2, 2] and rows["layer4.1"]["channels"] == 512
+    assert rows["fc"]["shape"] == [1000] and rows["layer4.1.relu"]["calls"] == 2
+    assert all(not m._forward_hooks for m in resnet18.modules())
+
+
+def test_planted_cnn_cuts():
+    planted = pytest.importorskip(
+        "ingest.planted.model", reason="ingest/planted/model.py (another helper's) not there yet"
+    )
+    model = planted.build_planted_cnn(len(planted.CLASS_NAMES)).eval()
+    cuts = LayerCuts(model, default_layers("planted_cnn"), planted.INPUT_SIZE)
+    x = torch.randn(2, 3, planted.INPUT_SIZE, planted.INPUT_SIZE)
+    with torch.no_grad():
+        assert _close(cuts.prefix(cuts.layers[0])(x), model(x))
+        for upper in cuts.layers[:-1]:
+            lower = cuts.prefix(cuts.below(upper))(x)
+            assert _close(cuts.segment(upper)(lower), cuts.prefix(upper)(x)), upper
+        acts = cuts.activations(x, lowest_input=True)
+    assert set(acts) == {*cuts.layers, f"{cuts.layers[-1]}:input"}
