@@ -1,0 +1,71 @@
+"""``python -m graphmodel.stack up|down|status|restart-neo4j``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from graphmodel.stack import StackError, down, load_config, restart_neo4j, status, up
+
+
+def _print_table(report: dict) -> None:
+    for service, entry in report.items():
+        state = "healthy" if entry.get("healthy") else entry.get("problem", "unhealthy")
+        pid = entry.get("pid") or "-"
+        print(f"{service:8} {entry['address']:28} pid {pid!s:8} {state}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m graphmodel.stack",
+        description="Run Neo4j, an S3 server and Neo4j Browser locally, without Docker. "
+        "Configuration comes from NEURFLOW_* environment variables (see docs/services.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the services (no-op for those already running)")
+    for service in ("neo4j", "s3", "browser"):
+        start.add_argument(f"--no-{service}", action="store_true", help=f"do not start {service}")
+    start.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
+    commands.add_parser("down", help="stop the services")
+    show = commands.add_parser("status", help="show what runs and whether it answers")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser("restart-neo4j", help="stop and start Neo4j")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config()
+        if args.command == "up":
+            report = up(
+                cfg,
+                neo4j=not args.no_neo4j,
+                s3=not args.no_s3,
+                browser=not args.no_browser,
+                timeout=args.timeout,
+            )
+            _print_table(report)
+            if "browser" in report:
+                print(
+                    f"Neo4j Browser: {cfg.browser_url} (user {cfg.neo4j_user}; the password is "
+                    f"NEURFLOW_NEO4J_PASSWORD or 'neo4j_password' in "
+                    f"{cfg.state_dir / 'credentials.json'})"
+                )
+        elif args.command == "down":
+            down(cfg)
+            print("stopped")
+        elif args.command == "restart-neo4j":
+            _print_table({"neo4j": restart_neo4j(cfg)})
+        else:
+            report = status(cfg)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                _print_table(report)
+            return 0 if all(entry["healthy"] for entry in report.values()) else 3
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Configuration of the local stack, from environment variables with safe defaults.
+
+Secrets that the user does not set are generated once and kept in ``<state_dir>/credentials.json``
+(mode 0600), so every process of the same user agrees on them without them ever being printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+CREDENTIALS_FILE = "credentials.json"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class StackError(RuntimeError):
+    """A problem with the local stack that the user can act on; the message says how."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path
+    neo4j_uri: str
+    neo4j_user: str
+    neo4j_password: str = field(repr=False)
+    s3_endpoint: str
+    s3_access_key: str = field(repr=False)
+    s3_secret_key: str = field(repr=False)
+    s3_bucket: str
+    browser_port: int
+    build_dir: Path
+    neo4j_heap: str = "1g"
+    neo4j_pagecache: str = "128m"
+
+    @property
+    def neo4j_address(self) -> tuple[str, int]:
+        return _host_port(self.neo4j_uri, 7687, "NEURFLOW_NEO4J_URI")
+
+    @property
+    def s3_address(self) -> tuple[str, int]:
+        default = 443 if self.s3_endpoint.startswith("https:") else 80
+        return _host_port(self.s3_endpoint, default, "NEURFLOW_S3_ENDPOINT")
+
+    @property
+    def browser_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.browser_port
+
+    @property
+    def browser_url(self) -> str:
+        return f"http://127.0.0.1:{self.browser_port}/"
+
+
+def _host_port(url: str, default_port: int, variable: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise StackError(f"{variable}={url!r} has no host; expected e.g. scheme://127.0.0.1:PORT")
+    try:
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise StackError(f"{variable}={url!r} has an invalid port: {exc}") from exc
+    return parts.hostname, port
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "neurflow"
+
+
+def load_config() -> StackConfig:
+    """Read ``NEURFLOW_*`` variables; create a missing state dir (0700) and missing secrets."""
+    env = os.environ
+    state_dir = Path(env.get("NEURFLOW_STATE_DIR") or default_state_dir()).expanduser().resolve()
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True, mode=0o700)
+    stored = _stored_credentials(state_dir)
+    port_text = env.get("NEURFLOW_BROWSER_PORT", "7474")
+    try:
+        browser_port = int(port_text)
+    except ValueError as exc:
+        raise StackError(f"NEURFLOW_BROWSER_PORT={port_text!r} is not a port number") from exc
+    build_dir = env.get("NEURFLOW_STACK_BUILD_DIR")
+    return StackConfig(
+        state_dir=state_dir,
+        neo4j_uri=env.get("NEURFLOW_NEO4J_URI", "bolt://127.0.0.1:7687"),
+        neo4j_user=env.get("NEURFLOW_NEO4J_USER", "neo4j"),
+        neo4j_password=env.get("NEURFLOW_NEO4J_PASSWORD") or stored["neo4j_password"],
+        s3_endpoint=env.get("NEURFLOW_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        s3_access_key=env.get("NEURFLOW_S3_ACCESS_KEY") or stored["s3_access_key"],
+        s3_secret_key=env.get("NEURFLOW_S3_SECRET_KEY") or stored["s3_secret_key"],
+        s3_bucket=env.get("NEURFLOW_S3_BUCKET", "neurflow"),
+        browser_port=browser_port,
+        build_dir=Path(build_dir).expanduser().resolve() if build_dir else state_dir / "java",
+        neo4j_heap=env.get("NEURFLOW_NEO4J_HEAP", "1g"),
+        neo4j_pagecache=env.get("NEURFLOW_NEO4J_PAGECACHE", "128m"),
+    )
+
+
+def _stored_credentials(state_dir: Path) -> dict[str, str]:
+    """Generated secrets, created atomically with mode 0600 on first use."""
+    path = state_dir / CREDENTIALS_FILE
+    if not path.exists():
+        generated = {
+            "neo4j_password": secrets.token_urlsafe(24),
+            "s3_access_key": "neurflow-" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(30),
+        }
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(generated, handle)
+            return generated
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as exc:
+        raise StackError(
+            f"cannot read the stack credentials in {path} ({exc}); delete the file to generate new "
+            "ones (a Neo4j database created with the old password then needs the old password in "
+            "NEURFLOW_NEO4J_PASSWORD, or a new state dir)"
+        ) from exc
+
+
+def require_local(cfg: StackConfig, service: str) -> tuple[str, int]:
+    """Address of a service this machine should run; refuse remote addresses."""
+    host, port = {
+        "neo4j": cfg.neo4j_address,
+        "s3": cfg.s3_address,
+        "browser": cfg.browser_address,
+    }[service]
+    if host not in LOOPBACK_HOSTS:
+        variable = {"neo4j": "NEURFLOW_NEO4J_URI", "s3": "NEURFLOW_S3_ENDPOINT"}[service]
+        raise StackError(
+            f"{variable} points to {host}, not to this machine; the local stack only starts "
+            f"services on 127.0.0.1. Unset {variable}, or leave {service} out of `up`."
+        )
+    return ("127.0.0.1" if host == "localhost" else host), port

@@ -1,0 +1,225 @@
+"""The local stack against the real servers: Neo4j over Bolt, S3Proxy over signed S3, Browser over HTTP.
+
+One module-scoped stack in a temporary state dir on free, non-default ports, so a user's own stack
+is never touched. The Maven build goes to a shared cache dir (NEURFLOW_STACK_BUILD_DIR) so that only
+the first run on a machine pays for it. Tests run in file order: up, use, status, up again,
+restart, down.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import socket
+import stat
+import struct
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from neo4j import GraphDatabase
+from neo4j.exceptions import AuthError
+
+from graphmodel.stack import StackError, down, load_config, restart_neo4j, s3_client, status, up
+from graphmodel.stack.config import StackConfig
+
+SERVICES = ("neo4j", "s3", "browser")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    bolt, s3, browser = _free_ports(3)
+    build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
+        Path.home() / ".cache" / "neurflow" / "stack-build"
+    )
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("NEURFLOW_NEO4J_PASSWORD", "NEURFLOW_S3_ACCESS_KEY", "NEURFLOW_S3_SECRET_KEY"):
+            env.delenv(name, raising=False)
+        env.setenv("NEURFLOW_STATE_DIR", str(tmp_path_factory.mktemp("stack-state")))
+        env.setenv("NEURFLOW_STACK_BUILD_DIR", build_dir)
+        env.setenv("NEURFLOW_NEO4J_URI", f"bolt://127.0.0.1:{bolt}")
+        env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
+        env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
+        env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
+        cfg = load_config()
+        try:
+            yield cfg, up(cfg, timeout=240)
+        finally:
+            down(cfg)
+
+
+def _driver(cfg: StackConfig, password: str):
+    return GraphDatabase.driver(cfg.neo4j_uri, auth=(cfg.neo4j_user, password))
+
+
+def test_up_starts_every_service_healthy(stack):
+    cfg, report = stack
+    assert set(report) == set(SERVICES)
+    for service in SERVICES:
+        assert report[service]["healthy"] and report[service]["started"], report[service]
+    assert report["neo4j"]["address"] == cfg.neo4j_uri
+    assert cfg.neo4j_uri != "bolt://127.0.0.1:7687"
+
+
+def test_neo4j_answers_with_the_configured_password(stack):
+    cfg, _ = stack
+    with _driver(cfg, cfg.neo4j_password) as driver:
+        records, _, _ = driver.execute_query("RETURN 1 AS one")
+        assert records[0]["one"] == 1
+        driver.execute_query("MERGE (:StackProbe {name: $name})", name="kept-across-restart")
+        records, _, _ = driver.execute_query("CALL dbms.components() YIELD versions, edition")
+        assert records[0]["edition"] == "community"
+        assert records[0]["versions"][0].startswith("5.26")
+
+
+@pytest.mark.parametrize("password", ["wrong-password", "neo4j"])
+def test_neo4j_rejects_a_wrong_or_default_password(stack, password):
+    cfg, _ = stack
+    with _driver(cfg, password) as driver, pytest.raises(AuthError):
+        driver.execute_query("RETURN 1")
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x82, 0x80 | len(payload)]) + mask + masked
+
+
+def test_bolt_port_speaks_bolt_over_websocket_for_browser(stack):
+    """Neo4j Browser talks Bolt inside WebSocket frames to the Bolt port."""
+    cfg, _ = stack
+    host, port = cfg.neo4j_address
+    with socket.create_connection((host, port), timeout=5) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: {cfg.browser_url.rstrip('/')}\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            response += sock.recv(4096)
+        head, _, rest = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        # Bolt handshake: magic, then four proposals; 0x00 0x07 0x07 0x05 means 5.7 down to 5.0.
+        proposal = struct.pack(">I", 0x6060B017) + bytes([0, 7, 7, 5]) + bytes(12)
+        sock.sendall(_ws_frame(proposal))
+        while len(rest) < 6:
+            rest += sock.recv(4096)
+        assert rest[0] == 0x82 and rest[1] == 4, rest
+        assert rest[2 + 3] == 5, f"server chose Bolt {rest[2 + 3]}.{rest[2 + 2]}"
+
+
+def test_s3_round_trip_with_signed_requests(stack):
+    cfg, _ = stack
+    client = s3_client(cfg)
+    assert cfg.s3_bucket in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}
+    bucket = "roundtrip-" + uuid.uuid4().hex[:8]
+    client.create_bucket(Bucket=bucket)
+    body = os.urandom(2048)
+    client.put_object(Bucket=bucket, Key="patches/ab/cd.png", Body=body, ContentType="image/png")
+    assert client.get_object(Bucket=bucket, Key="patches/ab/cd.png")["Body"].read() == body
+    head = client.head_object(Bucket=bucket, Key="patches/ab/cd.png")
+    assert head["ContentLength"] == len(body)
+    with pytest.raises(ClientError) as missing:
+        client.head_object(Bucket=bucket, Key="patches/none.png")
+    assert missing.value.response["Error"]["Code"] in {"404", "NoSuchKey"}
+
+
+def test_s3_rejects_a_wrong_secret(stack):
+    cfg, _ = stack
+    wrong = dataclasses.replace(cfg, s3_secret_key="not-" + cfg.s3_secret_key)
+    with pytest.raises(ClientError) as denied:
+        s3_client(wrong).list_buckets()
+    assert denied.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_browser_serves_neo4j_browser_and_discovery(stack):
+    cfg, _ = stack
+    with urllib.request.urlopen(cfg.browser_url, timeout=5) as response:
+        assert response.status == 200
+        assert "<title>Neo4j Browser</title>" in response.read().decode()
+    request = urllib.request.Request(cfg.browser_url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.load(response)["bolt_direct"] == cfg.neo4j_uri
+
+
+def test_status_reports_every_service_healthy(stack):
+    cfg, report = stack
+    now = status(cfg)
+    for service in SERVICES:
+        assert now[service]["running"] and now[service]["healthy"], now[service]
+        assert now[service]["pid"] == report[service]["pid"]
+
+
+def test_up_again_is_a_no_op(stack):
+    cfg, report = stack
+    again = up(cfg)
+    for service in SERVICES:
+        assert again[service]["pid"] == report[service]["pid"]
+        assert not again[service]["started"]
+
+
+def test_secrets_stay_out_of_command_lines_reprs_and_open_files(stack):
+    cfg, report = stack
+    secrets = (cfg.neo4j_password, cfg.s3_secret_key)
+    for service in SERVICES:
+        cmdline = Path(f"/proc/{report[service]['pid']}/cmdline").read_bytes().decode()
+        assert not any(secret in cmdline for secret in secrets), service
+    assert not any(secret in repr(cfg) for secret in secrets)
+    for path in (cfg.state_dir / "credentials.json", cfg.state_dir / "s3proxy" / "s3proxy.conf"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_port_held_by_another_process_is_reported(stack, tmp_path):
+    cfg, _ = stack
+    (port,) = _free_ports(1)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        other = dataclasses.replace(cfg, state_dir=tmp_path, s3_endpoint=f"http://127.0.0.1:{port}")
+        with pytest.raises(StackError, match=f"127.0.0.1:{port} is already in use"):
+            up(other, neo4j=False, browser=False)
+
+
+def test_restart_neo4j_after_a_kill_keeps_the_data(stack):
+    cfg, report = stack
+    entry = restart_neo4j(cfg, hard=True)
+    assert entry["healthy"] and entry["pid"] != report["neo4j"]["pid"]
+    with _driver(cfg, cfg.neo4j_password) as driver:
+        records, _, _ = driver.execute_query("MATCH (p:StackProbe) RETURN p.name AS name")
+    assert [record["name"] for record in records] == ["kept-across-restart"]
+
+
+def test_down_stops_everything_and_frees_the_ports(stack):
+    cfg, _ = stack
+    down(cfg)
+    now = status(cfg)
+    for service in SERVICES:
+        assert not now[service]["running"] and now[service]["pid"] is None, now[service]
+    for _, port in (cfg.neo4j_address, cfg.s3_address, cfg.browser_address):
+        assert not _port_open(port)
