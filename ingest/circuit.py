@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,14 +156,25 @@ def iter_circuit(
     cfg: ExtractConfig,
     run_id: str,
     progress: ProgressFactory = _no_progress,
+    done: Sequence[LayerStep] = (),
 ) -> Iterator[LayerStep]:
+    """Yield the layers from the top down; `done` holds layers already finished by an earlier
+    (interrupted) run of the same run id, which are not recomputed: work resumes below them."""
     torch.manual_seed(cfg.seed)
     ctx = _Context(model, cuts, patches, cfg)
     pids = [r.patch_id for r in patches.records]
     targets = [class_index]
     upper_groups: list[NeuronGroupRecord] = []
     upper_hyperedges: list[HyperedgeRecord] = []
+    if done:
+        if [step.layer.name for step in done] != cuts.layers[: len(done)]:
+            raise ValueError("finished layers do not match the top of the layer list")
+        last = done[-1]
+        targets = sorted({c for n in last.neurons for c in n.children})
+        upper_groups, upper_hyperedges = last.neuron_groups, last.hyperedges
     for depth, name in enumerate(cuts.layers):
+        if depth < len(done):
+            continue
         started = time.perf_counter()
         acts = ctx.means[name]
         rep = ctx.means[ctx.rep_key[name]]
@@ -276,21 +287,22 @@ def _is_conv(ctx: _Context, name: str) -> bool:
     return out.dim() > 2
 
 
-def extract_circuit(
-    model: LoadedModel,
-    images: str | Path,
-    class_index: int,
-    cfg: ExtractConfig,
-    progress: ProgressFactory = _no_progress,
-    on_layer: Callable[[LayerStep], None] | None = None,
-) -> tuple[Circuit, PatchSet]:
-    """Run the whole method on a folder of images; return the circuit and its patch set."""
+@dataclass
+class PreparedRun:
+    """A run before any layer is computed: its cuts, patch set and the circuit shell (with run id)."""
+
+    cuts: LayerCuts
+    patches: PatchSet
+    circuit: Circuit
+
+
+def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: ExtractConfig) -> PreparedRun:
+    """Validate the inputs, build the patch set and fix the run id (the same inputs give the same id)."""
     if not 0 <= class_index < model.num_classes:
         raise ValueError(
             f"class index {class_index} is out of range: the model has {model.num_classes} classes "
             f"(0..{model.num_classes - 1})"
         )
-    started = time.perf_counter()
     cuts = LayerCuts(model.module, cfg.layers, model.input_size)
     patches = build_patch_set(
         images,
@@ -302,9 +314,8 @@ def extract_circuit(
         class_label=_class_name(model, class_index),
     )
     params = {**cfg.as_params(), "code_version": code_version()}
-    run_id = run_id_for(model, class_index, patches, params)
     circuit = Circuit(
-        run_id=run_id,
+        run_id=run_id_for(model, class_index, patches, params),
         model_id=model.model_id,
         arch=model.arch,
         weights_sha256=model.weights_sha256,
@@ -315,29 +326,53 @@ def extract_circuit(
         params=params,
         patches=patches.records,
     )
-    timings = {}
-    for step in iter_circuit(model, cuts, patches, class_index, cfg, run_id, progress):
-        circuit.layers.append(step.layer)
-        circuit.neurons += step.neurons
-        circuit.semantic_groups += step.semantic_groups
-        circuit.hyperedges += step.hyperedges
-        circuit.core_edges += step.core_edges
-        circuit.neuron_groups += step.neuron_groups
-        circuit.group_edges += step.group_edges
-        timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
-        if on_layer is not None:
-            on_layer(step)
+    return PreparedRun(cuts, patches, circuit)
+
+
+def add_step(circuit: Circuit, step: LayerStep) -> None:
+    circuit.layers.append(step.layer)
+    circuit.neurons += step.neurons
+    circuit.semantic_groups += step.semantic_groups
+    circuit.hyperedges += step.hyperedges
+    circuit.core_edges += step.core_edges
+    circuit.neuron_groups += step.neuron_groups
+    circuit.group_edges += step.group_edges
+
+
+def finish(circuit: Circuit, patches: PatchSet, model: LoadedModel, seconds: float, timings: dict) -> None:
+    """Fill the run's statistics, and the purity tables when the images ship ground truth."""
     circuit.stats = {
         "images_total": patches.images_total,
         "images_used": len(patches.images_used),
         "patches": len(patches),
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds, 3),
         "layers": timings,
         "device": str(next(model.module.parameters()).device),
     }
     if any(r.concepts for r in patches.records):
         circuit.stats["purity"] = purity_rows(circuit)
-    return circuit, patches
+
+
+def extract_circuit(
+    model: LoadedModel,
+    images: str | Path,
+    class_index: int,
+    cfg: ExtractConfig,
+    progress: ProgressFactory = _no_progress,
+    on_layer: Callable[[LayerStep], None] | None = None,
+) -> tuple[Circuit, PatchSet]:
+    """Run the whole method on a folder of images; return the circuit and its patch set."""
+    started = time.perf_counter()
+    run = prepare_run(model, images, class_index, cfg)
+    circuit = run.circuit
+    timings = {}
+    for step in iter_circuit(model, run.cuts, run.patches, class_index, cfg, circuit.run_id, progress):
+        add_step(circuit, step)
+        timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
+        if on_layer is not None:
+            on_layer(step)
+    finish(circuit, run.patches, model, time.perf_counter() - started, timings)
+    return circuit, run.patches
 
 
 def _class_name(model: LoadedModel, index: int) -> str | None:

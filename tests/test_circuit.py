@@ -136,3 +136,21 @@ def test_folder_errors(setup, tmp_path):
         build_patch_set(tmp_path, 2, lambda p: torch.zeros(len(p), dtype=torch.long), 64)
     with pytest.raises(ValueError, match="out of range"):
         extract_circuit(model, tmp_path, 99, ExtractConfig(layers=LAYERS))
+
+
+def test_resume_below_finished_layers_gives_the_same_circuit(setup):
+    """A run interrupted after two layers continues below them and ends with the same records."""
+    from ingest.circuit import add_step, iter_circuit, prepare_run
+
+    model, folder, cls, cfg, circuit, _ = setup
+    run = prepare_run(model, folder, cls, cfg)
+    steps = list(iter_circuit(model, run.cuts, run.patches, cls, cfg, run.circuit.run_id))
+    resumed = steps[:2] + list(
+        iter_circuit(model, run.cuts, run.patches, cls, cfg, run.circuit.run_id, done=steps[:2])
+    )
+    assert [s.layer.name for s in resumed] == LAYERS
+    for step in resumed:
+        add_step(run.circuit, step)
+    a, b = run.circuit.to_dict(), circuit.to_dict()
+    a.pop("stats"), b.pop("stats")
+    assert a == b
