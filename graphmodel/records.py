@@ -102,6 +102,21 @@ class GroupEdgeRecord:
 
 
 @dataclass
+class LayerStep:
+    """Everything one finished layer adds to a circuit: the unit the core streams and the writer stores."""
+
+    layer: LayerRecord
+    neurons: list[NeuronRecord]
+    semantic_groups: list[SemanticGroupRecord]
+    hyperedges: list[HyperedgeRecord]  # into this layer's semantic groups, from the layer below
+    core_edges: list[CoreEdgeRecord]  # from the layer below into this layer's neurons
+    neuron_groups: list[NeuronGroupRecord]
+    group_edges: list[GroupEdgeRecord]  # from this layer's groups into the groups of the layer above
+    seconds: float = 0.0
+    pairs: int = 0
+
+
+@dataclass
 class Circuit:
     run_id: str
     model_id: str
@@ -159,6 +174,15 @@ class Circuit:
     @classmethod
     def load(cls, path: str | Path) -> Circuit:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def add_step(self, step: LayerStep) -> None:
+        self.layers.append(step.layer)
+        self.neurons += step.neurons
+        self.semantic_groups += step.semantic_groups
+        self.hyperedges += step.hyperedges
+        self.core_edges += step.core_edges
+        self.neuron_groups += step.neuron_groups
+        self.group_edges += step.group_edges
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]

@@ -22,9 +22,9 @@ from torch import Tensor
 from graphmodel.records import (
     Circuit,
     CoreEdgeRecord,
-    GroupEdgeRecord,
     HyperedgeRecord,
     LayerRecord,
+    LayerStep,
     NeuronGroupRecord,
     NeuronRecord,
     SemanticGroupRecord,
@@ -72,21 +72,6 @@ class ExtractConfig:
             "max_neuron_groups": self.max_neuron_groups,
             "seed": self.seed,
         }
-
-
-@dataclass
-class LayerStep:
-    """Everything a finished layer adds to the circuit."""
-
-    layer: LayerRecord
-    neurons: list[NeuronRecord]
-    semantic_groups: list[SemanticGroupRecord]
-    hyperedges: list[HyperedgeRecord]  # into this layer's semantic groups, from the layer below
-    core_edges: list[CoreEdgeRecord]
-    neuron_groups: list[NeuronGroupRecord]
-    group_edges: list[GroupEdgeRecord]  # from this layer's groups into the groups above
-    seconds: float
-    pairs: int
 
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -329,16 +314,6 @@ def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: E
     return PreparedRun(cuts, patches, circuit)
 
 
-def add_step(circuit: Circuit, step: LayerStep) -> None:
-    circuit.layers.append(step.layer)
-    circuit.neurons += step.neurons
-    circuit.semantic_groups += step.semantic_groups
-    circuit.hyperedges += step.hyperedges
-    circuit.core_edges += step.core_edges
-    circuit.neuron_groups += step.neuron_groups
-    circuit.group_edges += step.group_edges
-
-
 def finish(circuit: Circuit, patches: PatchSet, model: LoadedModel, seconds: float, timings: dict) -> None:
     """Fill the run's statistics, and the purity tables when the images ship ground truth."""
     circuit.stats = {
@@ -367,7 +342,7 @@ def extract_circuit(
     circuit = run.circuit
     timings = {}
     for step in iter_circuit(model, run.cuts, run.patches, class_index, cfg, circuit.run_id, progress):
-        add_step(circuit, step)
+        circuit.add_step(step)
         timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
         if on_layer is not None:
             on_layer(step)

@@ -140,7 +140,7 @@ def test_folder_errors(setup, tmp_path):
 
 def test_resume_below_finished_layers_gives_the_same_circuit(setup):
     """A run interrupted after two layers continues below them and ends with the same records."""
-    from ingest.circuit import add_step, iter_circuit, prepare_run
+    from ingest.circuit import iter_circuit, prepare_run
 
     model, folder, cls, cfg, circuit, _ = setup
     run = prepare_run(model, folder, cls, cfg)
@@ -150,7 +150,7 @@ def test_resume_below_finished_layers_gives_the_same_circuit(setup):
     )
     assert [s.layer.name for s in resumed] == LAYERS
     for step in resumed:
-        add_step(run.circuit, step)
+        run.circuit.add_step(step)
     a, b = run.circuit.to_dict(), circuit.to_dict()
     a.pop("stats"), b.pop("stats")
     assert a == b
