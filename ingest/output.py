@@ -12,6 +12,7 @@ from PIL import Image
 
 from graphmodel.records import Circuit
 from ingest.patches import PatchSet
+from ingest.purity import base_rates
 
 
 def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Path]:
@@ -83,9 +84,11 @@ def summary_lines(circuit: Circuit) -> list[str]:
             f"{t.get('seconds', 0):>8.1f}{mean_purity:>11}"
         )
     if purity:
+        rates = ", ".join(f"{c} {v:.2f}" for c, v in base_rates(circuit).items())
         lines += [
             "",
             "ground-truth purity (share of a group's patches containing its dominant concept)",
+            f"base rates over all {len(circuit.patches)} patches: {rates}",
         ]
         for layer in circuit.layer_names():
             rows = [r for r in purity if r["layer"] == layer]

@@ -19,6 +19,13 @@ def concept_shares(patch_ids: list[str], truth: dict[str, list[str]]) -> dict[st
     return {c: round(k / n, 4) for c, k in counts.most_common()}
 
 
+def base_rates(circuit: Circuit) -> dict[str, float]:
+    """Share of all patches of D containing each concept: what a group's purity must beat."""
+    return concept_shares(
+        [p.patch_id for p in circuit.patches], {p.patch_id: p.concepts for p in circuit.patches}
+    )
+
+
 def purity_rows(circuit: Circuit) -> list[dict[str, Any]]:
     """One row per semantic group and neuron group, top layer first."""
     truth = {p.patch_id: p.concepts for p in circuit.patches}
