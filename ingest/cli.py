@@ -298,5 +298,11 @@ def show(circuit_json: str) -> None:
         click.echo(line)
 
 
+# Commands that write to the graph store live beside the core's commands, in their own module.
+from ingest.cli_store import ingest_command, stack_group  # noqa: E402
+
+main.add_command(ingest_command, "ingest")
+main.add_command(stack_group, "stack")
+
 if __name__ == "__main__":  # pragma: no cover
     main()

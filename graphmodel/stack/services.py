@@ -316,6 +316,18 @@ def stop_neo4j(cfg: StackConfig | None = None, *, hard: bool = False) -> None:
         _stop_service(cfg, "neo4j", hard=hard)
 
 
+def stop_s3(cfg: StackConfig | None = None, *, hard: bool = False) -> None:
+    """Stop only the S3 server; ``hard`` sends SIGKILL at once, like a crash."""
+    cfg = cfg or load_config()
+    with _locked(cfg):
+        _stop_service(cfg, "s3", hard=hard)
+
+
+def is_running(cfg: StackConfig, service: str) -> bool:
+    """Whether this state dir's ``service`` (neo4j, s3 or browser) runs; no network check."""
+    return _pid(cfg, service) is not None
+
+
 def restart_neo4j(cfg: StackConfig | None = None, *, hard: bool = False, timeout: float = 180) -> dict:
     """Stop Neo4j (SIGKILL when ``hard``) and start it again; returns ``up``'s entry for it."""
     cfg = cfg or load_config()

@@ -1,0 +1,596 @@
+"""Write a `Circuit` into Neo4j: batched ``UNWIND $rows ... MERGE`` in managed write transactions.
+
+Every statement MERGEs on a constrained key (see graphmodel/schema.py) and SETs the record's values,
+so writing the same records again changes nothing, and a transaction the driver retries after a
+lost connection cannot create duplicates. A layer counts as stored only when every batch of it is
+committed: the last transaction of `write_layer` appends the layer to ``Run.layers_done``. A layer
+that was half written by a crashed run is purged before it is written again, so a resumed run ends
+with exactly the graph of an uninterrupted one. No torch here: only records and Cypher parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from neo4j import Driver, ManagedTransaction
+
+from graphmodel.connection import GraphStoreError
+from graphmodel.records import Circuit, LayerStep, PatchRecord
+from graphmodel.schema import SCHEMA_VERSION, ensure_schema
+
+BATCH_SIZE = 2000
+ERROR_CHARS = 2000
+RUNNING, COMPLETE, FAILED = "RUNNING", "COMPLETE", "FAILED"
+_RESERVED_RUN_KEYS = frozenset(
+    {"run_id", "model_id", "class_index", "class_name", "status", "params_json", "stats_json", "error"}
+)
+
+
+def _batches(rows: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _run(tx: ManagedTransaction, query: str, params: dict[str, Any]) -> dict[str, int]:
+    summary = tx.run(query, params).consume()
+    return summary.counters.__dict__.copy()
+
+
+def _write_rows(
+    driver: Driver,
+    query: str,
+    rows: Sequence[dict],
+    batch_size: int = BATCH_SIZE,
+    **params: Any,
+) -> None:
+    """One managed transaction per batch; the driver retries a batch on transient errors."""
+    if not rows:
+        return
+    with driver.session() as session:
+        for batch in _batches(rows, batch_size):
+            session.execute_write(_run, query, {"rows": list(batch), **params})
+
+
+def _read_one(driver: Driver, query: str, **params: Any) -> dict | None:
+    def work(tx: ManagedTransaction) -> dict | None:
+        record = tx.run(query, params).single()
+        return record.data() if record is not None else None
+
+    with driver.session() as session:
+        return session.execute_read(work)
+
+
+def _is_property(value: Any) -> bool:
+    scalar = (str, int, float, bool)
+    if isinstance(value, scalar):
+        return True
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, type(value[0])) for v in value)
+        and (isinstance(value[0], scalar))
+    )
+
+
+def _flat(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The values Neo4j can hold as properties (scalars, homogeneous lists); the rest stays in JSON."""
+    return {k: v for k, v in data.items() if k not in _RESERVED_RUN_KEYS and _is_property(v)}
+
+
+def _layer_names(circuit: Circuit) -> list[str]:
+    names = circuit.params.get("layers") or circuit.layer_names()
+    if not names:
+        raise ValueError(f"run {circuit.run_id} names no layers (params['layers'] is empty)")
+    return list(names)
+
+
+# ----------------------------------------------------------------------------------------- run
+
+
+_START_RUN = """
+MERGE (m:Model {model_id: $model.model_id})
+SET m += $model
+WITH m
+UNWIND range(0, size($layers) - 1) AS depth
+MERGE (l:Layer {model_id: m.model_id, name: $layers[depth]})
+MERGE (m)-[:HAS_LAYER]->(l)
+WITH m, collect(l) AS layers
+MERGE (c:Class {model_id: m.model_id, index: $class_index})
+SET c.name = coalesce($class_name, c.name)
+MERGE (top:Neuron {model_id: m.model_id, layer: $layers[0], index: $class_index})
+WITH m, layers, c, top
+MATCH (tl:Layer {model_id: m.model_id, name: $layers[0]})
+MERGE (tl)-[:HAS_NEURON]->(top)
+MERGE (c)-[:LOGIT]->(top)
+MERGE (r:Run {run_id: $run_id})
+ON CREATE SET r.started_at = datetime(), r.layers_done = [], r.attempts = 0
+SET r += $props,
+    r.model_id = m.model_id, r.class_index = $class_index, r.class_name = $class_name,
+    r.layers = $layers, r.params_json = $params_json, r.status = 'RUNNING', r.last_started_at = datetime(),
+    r.attempts = r.attempts + 1, r.schema_version = $schema_version
+REMOVE r.error, r.failed_at
+MERGE (r)-[:EXPLAINS]->(c)
+WITH r, layers
+UNWIND layers AS l
+MERGE (r)-[u:USES_LAYER]->(l)
+SET u.run_id = r.run_id, u.depth = [i IN range(0, size($layers) - 1) WHERE $layers[i] = l.name][0]
+"""
+
+
+def start_run(driver: Driver, circuit: Circuit) -> str:
+    """Create or resume the run of ``circuit`` (a shell without layers is enough).
+
+    Creates the schema if needed, MERGEs Model, Layers, Class (with its LOGIT neuron) and Run, and
+    sets the run RUNNING. A COMPLETE run is left untouched. Returns the run's status afterwards.
+    """
+    ensure_schema(driver)
+    layers = _layer_names(circuit)
+    model = {
+        "model_id": circuit.model_id,
+        "arch": circuit.arch,
+        "weights_sha256": circuit.weights_sha256,
+        "input_size": circuit.input_size,
+        "num_classes": circuit.num_classes,
+    }
+    params = {
+        "run_id": circuit.run_id,
+        "model": {k: v for k, v in model.items() if v is not None},
+        "layers": layers,
+        "class_index": circuit.class_index,
+        "class_name": circuit.class_name,
+        "props": _flat(circuit.params),
+        "params_json": json.dumps(circuit.params),
+        "schema_version": SCHEMA_VERSION,
+    }
+
+    def work(tx: ManagedTransaction) -> str:
+        record = tx.run("OPTIONAL MATCH (r:Run {run_id: $run_id}) RETURN r.status AS status", params).single()
+        if record is not None and record["status"] == COMPLETE:
+            return COMPLETE
+        tx.run(_START_RUN, params).consume()
+        return RUNNING
+
+    with driver.session() as session:
+        return session.execute_write(work)
+
+
+_PATCHES = """
+MATCH (r:Run {run_id: $run_id})
+UNWIND $rows AS row
+MERGE (p:Patch {patch_id: row.patch_id})
+ON CREATE SET p.source_image = row.source_image, p.box = row.box, p.scale = row.scale,
+              p.concepts = row.concepts
+SET p.uri = coalesce(row.uri, p.uri)
+MERGE (r)-[h:HAS_PATCH]->(p)
+SET h.run_id = $run_id, h.position = row.position, h.source_image = row.source_image, h.box = row.box,
+    h.scale = row.scale, h.concepts = row.concepts
+"""
+
+
+def write_patches(
+    driver: Driver,
+    run_id: str,
+    records: Sequence[PatchRecord],
+    uris: Mapping[str, str] | None = None,
+    *,
+    batch_size: int = BATCH_SIZE,
+) -> None:
+    """Store the run's whole patch set D, in order (``records`` is ``Circuit.patches``).
+
+    Patch nodes are shared by runs (content-addressed); the run's provenance of each patch (source
+    image, box, scale, ground-truth concepts, position in D) sits on ``(:Run)-[:HAS_PATCH]->``.
+    ``uris`` gives the stored image of the patches already uploaded.
+    """
+    _require_run(driver, run_id)
+    uris = uris or {}
+    rows = [
+        {
+            "patch_id": r.patch_id,
+            "position": i,
+            "source_image": r.source_image,
+            "box": list(r.box),
+            "scale": float(r.scale),
+            "concepts": list(r.concepts),
+            "uri": uris.get(r.patch_id),
+        }
+        for i, r in enumerate(records)
+    ]
+    _write_rows(driver, _PATCHES, rows, batch_size, run_id=run_id)
+
+
+def set_patch_uris(driver: Driver, uris: Mapping[str, str], *, batch_size: int = BATCH_SIZE) -> None:
+    """Record where the image of each patch is stored (file:// or s3:// URI)."""
+    rows = [{"patch_id": pid, "uri": uri} for pid, uri in sorted(uris.items())]
+    _write_rows(
+        driver,
+        "UNWIND $rows AS row MERGE (p:Patch {patch_id: row.patch_id}) SET p.uri = row.uri",
+        rows,
+        batch_size,
+    )
+
+
+def _require_run(driver: Driver, run_id: str) -> dict:
+    run = _read_one(
+        driver,
+        "MATCH (r:Run {run_id: $run_id}) RETURN r.model_id AS model_id, r.layers AS layers, "
+        "r.layers_done AS layers_done, r.status AS status",
+        run_id=run_id,
+    )
+    if run is None:
+        raise GraphStoreError(f"run {run_id} is not in the graph; call start_run first")
+    return run
+
+
+# --------------------------------------------------------------------------------------- layer
+
+_LAYER = "MATCH (l:Layer {model_id: $model_id, name: $layer}) SET l.width = $width, l.kind = $kind"
+
+_NEURONS = """
+MATCH (r:Run {run_id: $run_id})
+MATCH (l:Layer {model_id: $model_id, name: $layer})
+UNWIND $rows AS row
+MERGE (n:Neuron {model_id: $model_id, layer: $layer, index: row.index})
+MERGE (l)-[:HAS_NEURON]->(n)
+MERGE (r)-[c:CIRCUIT_NEURON]->(n)
+SET c.run_id = $run_id, c.layer = $layer, c.max_activation = row.max_activation,
+    c.selection_rule = row.selection_rule
+"""
+
+_CORE_EDGES = """
+UNWIND $rows AS row
+MATCH (lb:Layer {model_id: $model_id, name: row.child_layer})
+MATCH (p:Neuron {model_id: $model_id, layer: row.parent_layer, index: row.parent})
+MERGE (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
+MERGE (lb)-[:HAS_NEURON]->(c)
+MERGE (c)-[e:CORE_OF {run_id: $run_id}]->(p)
+SET e.weight = row.weight, e.score = row.score, e.rank = row.rank
+"""
+
+_SEMANTIC_GROUPS = """
+UNWIND $rows AS row
+MATCH (n:Neuron {model_id: $model_id, layer: $layer, index: row.neuron})
+MERGE (sg:SemanticGroup {sg_id: row.sg_id})
+SET sg.run_id = $run_id, sg.model_id = $model_id, sg.layer = $layer, sg.neuron = row.neuron,
+    sg.j = row.j, sg.size = row.size, sg.centroid = row.centroid, sg.silhouette = row.silhouette
+MERGE (n)-[h:HAS_SEMANTIC_GROUP]->(sg)
+SET h.run_id = $run_id
+"""
+
+_SG_EXEMPLARS = """
+UNWIND $rows AS row
+MATCH (sg:SemanticGroup {sg_id: row.sg_id})
+MERGE (p:Patch {patch_id: row.patch_id})
+MERGE (sg)-[e:EXEMPLAR]->(p)
+SET e.run_id = $run_id, e.rank = row.rank, e.activation = row.activation
+"""
+
+_HYPEREDGES = """
+UNWIND $rows AS row
+MATCH (sg:SemanticGroup {sg_id: row.sg_id})
+MATCH (lb:Layer {model_id: $model_id, name: row.child_layer})
+MERGE (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
+MERGE (lb)-[:HAS_NEURON]->(c)
+MERGE (c)-[e:INFLUENCES]->(sg)
+SET e.run_id = $run_id, e.weight = row.weight, e.score = row.score
+"""
+
+_NEURON_GROUPS = """
+MATCH (r:Run {run_id: $run_id})
+UNWIND $rows AS row
+MERGE (g:NeuronGroup {ng_id: row.ng_id})
+SET g.run_id = $run_id, g.model_id = $model_id, g.layer = $layer, g.position = row.position,
+    g.size = row.size, g.patches = row.patches, g.centroid = row.centroid
+MERGE (r)-[h:HAS_NEURON_GROUP]->(g)
+SET h.run_id = $run_id
+"""
+
+_NG_MEMBERS = """
+UNWIND $rows AS row
+MATCH (g:NeuronGroup {ng_id: row.ng_id})
+MATCH (n:Neuron {model_id: $model_id, layer: $layer, index: row.index})
+MERGE (g)-[m:HAS_MEMBER]->(n)
+SET m.run_id = $run_id, m.core = row.core
+"""
+
+_NG_SEMANTIC_GROUPS = """
+UNWIND $rows AS row
+MATCH (g:NeuronGroup {ng_id: row.ng_id})
+MATCH (sg:SemanticGroup {sg_id: row.sg_id})
+MERGE (g)-[h:HAS_SEMANTIC_GROUP]->(sg)
+SET h.run_id = $run_id, h.position = row.position
+"""
+
+_NG_EXEMPLARS = """
+UNWIND $rows AS row
+MATCH (g:NeuronGroup {ng_id: row.ng_id})
+MERGE (p:Patch {patch_id: row.patch_id})
+MERGE (g)-[e:EXEMPLAR]->(p)
+SET e.run_id = $run_id, e.rank = row.rank
+"""
+
+_GROUP_EDGES = """
+UNWIND $rows AS row
+MATCH (c:NeuronGroup {ng_id: row.child})
+MATCH (p:NeuronGroup {ng_id: row.parent})
+MERGE (c)-[e:FEEDS]->(p)
+SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
+"""
+
+_GROUPS_TO_CLASS = """
+MATCH (:Run {run_id: $run_id})-[:EXPLAINS]->(cl:Class)
+UNWIND $rows AS row
+MATCH (g:NeuronGroup {ng_id: row.ng_id})
+MERGE (g)-[e:FEEDS]->(cl)
+SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
+"""
+
+_MARK_DONE = """
+MATCH (r:Run {run_id: $run_id})
+SET r.layers_done = CASE WHEN $layer IN r.layers_done THEN r.layers_done ELSE r.layers_done + $layer END
+WITH r
+MATCH (r)-[u:USES_LAYER]->(:Layer {model_id: $model_id, name: $layer})
+SET u.done = true, u.seconds = $seconds, u.pairs = $pairs
+"""
+
+# Deletes of one layer's run-scoped elements, each repeated until it removes nothing.
+_PURGE_LAYER = (
+    "MATCH (sg:SemanticGroup {run_id: $run_id, layer: $layer}) WITH sg LIMIT $limit "
+    "DETACH DELETE sg RETURN count(*) AS n",
+    "MATCH (g:NeuronGroup {run_id: $run_id, layer: $layer}) WITH g LIMIT $limit "
+    "DETACH DELETE g RETURN count(*) AS n",
+    "MATCH ()-[e:CORE_OF {run_id: $run_id}]->(:Neuron {model_id: $model_id, layer: $layer}) "
+    "WITH e LIMIT $limit DELETE e RETURN count(*) AS n",
+    "MATCH (:Run {run_id: $run_id})-[c:CIRCUIT_NEURON {layer: $layer}]->() "
+    "WITH c LIMIT $limit DELETE c RETURN count(*) AS n",
+)
+
+
+def _delete_until_empty(driver: Driver, queries: Iterable[str], limit: int = 5000, **params: Any) -> int:
+    def work(tx: ManagedTransaction, query: str) -> int:
+        return tx.run(query, {**params, "limit": limit}).single()["n"]
+
+    total = 0
+    with driver.session() as session:
+        for query in queries:
+            while True:
+                n = session.execute_write(work, query)
+                total += n
+                if n < limit:
+                    break
+    return total
+
+
+def _check_step(step: LayerStep) -> None:
+    """The graph keeps a neuron's concept as the exemplars of its semantic groups (ranked within
+    the concept), so those groups must partition the concept."""
+    by_neuron: dict[int, list[str]] = {}
+    for sg in step.semantic_groups:
+        by_neuron.setdefault(sg.neuron, []).extend(sg.patch_ids)
+    for neuron in step.neurons:
+        grouped = by_neuron.get(neuron.index, [])
+        if sorted(grouped) != sorted(neuron.concept) or len(set(grouped)) != len(grouped):
+            raise ValueError(
+                f"layer {step.layer.name}, neuron {neuron.index}: its semantic groups do not partition "
+                "its concept, which the graph model requires"
+            )
+
+
+def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
+    """The Cypher parameter rows of one layer, by statement."""
+    _check_step(step)
+    rank_in_concept = {n.index: {pid: r for r, pid in enumerate(n.concept, start=1)} for n in step.neurons}
+    rows: dict[str, list[dict]] = {
+        "neurons": [
+            {"index": n.index, "max_activation": n.max_activation, "selection_rule": n.selection_rule}
+            for n in step.neurons
+        ],
+        "core_edges": [
+            {
+                "child_layer": e.child_layer,
+                "child": e.child,
+                "parent_layer": e.parent_layer,
+                "parent": e.parent,
+                "rank": e.rank,
+                "weight": e.weight,
+                "score": e.score,
+            }
+            for e in step.core_edges
+        ],
+        "semantic_groups": [
+            {
+                "sg_id": sg.sg_id,
+                "neuron": sg.neuron,
+                "j": sg.j,
+                "size": len(sg.patch_ids),
+                "centroid": list(sg.centroid),
+                "silhouette": sg.silhouette,
+            }
+            for sg in step.semantic_groups
+        ],
+        "sg_exemplars": [
+            {"sg_id": sg.sg_id, "patch_id": pid, "rank": rank_in_concept[sg.neuron][pid], "activation": act}
+            for sg in step.semantic_groups
+            for pid, act in zip(sg.patch_ids, sg.activations, strict=True)
+        ],
+        "hyperedges": [
+            {
+                "child_layer": e.child_layer,
+                "child": e.child,
+                "sg_id": e.sg_id,
+                "weight": e.weight,
+                "score": e.score,
+            }
+            for e in step.hyperedges
+        ],
+        "neuron_groups": [
+            {
+                "ng_id": g.ng_id,
+                "position": i,
+                "size": len(g.members),
+                "patches": len(g.patch_ids),
+                "centroid": list(g.centroid),
+            }
+            for i, g in enumerate(step.neuron_groups)
+        ],
+        "ng_members": [
+            {"ng_id": g.ng_id, "index": n, "core": n in g.core_members}
+            for g in step.neuron_groups
+            for n in g.members
+        ],
+        "ng_semantic_groups": [
+            {"ng_id": g.ng_id, "sg_id": sg_id, "position": i}
+            for g in step.neuron_groups
+            for i, sg_id in enumerate(g.sg_ids)
+        ],
+        "ng_exemplars": [
+            {"ng_id": g.ng_id, "patch_id": pid, "rank": r}
+            for g in step.neuron_groups
+            for r, pid in enumerate(g.patch_ids, start=1)
+        ],
+        "group_edges": [
+            {"child": e.child, "parent": e.parent, "weight": e.weight, "edges": e.edges}
+            for e in step.group_edges
+        ],
+    }
+    if step.layer.depth == 0:
+        concept_size = sum(len(n.concept) for n in step.neurons) or 1
+        rows["groups_to_class"] = [
+            {"ng_id": g.ng_id, "weight": len(g.patch_ids) / concept_size, "edges": len(g.sg_ids)}
+            for g in step.neuron_groups
+        ]
+    return rows
+
+
+_LAYER_STATEMENTS = (
+    ("neurons", _NEURONS),
+    ("core_edges", _CORE_EDGES),
+    ("semantic_groups", _SEMANTIC_GROUPS),
+    ("sg_exemplars", _SG_EXEMPLARS),
+    ("hyperedges", _HYPEREDGES),
+    ("neuron_groups", _NEURON_GROUPS),
+    ("ng_members", _NG_MEMBERS),
+    ("ng_semantic_groups", _NG_SEMANTIC_GROUPS),
+    ("ng_exemplars", _NG_EXEMPLARS),
+    ("group_edges", _GROUP_EDGES),
+    ("groups_to_class", _GROUPS_TO_CLASS),
+)
+
+
+def write_layer(driver: Driver, run_id: str, step: LayerStep, *, batch_size: int = BATCH_SIZE) -> int:
+    """Store every record of one finished layer, then mark the layer done on the Run.
+
+    Layers must arrive top-down (the order of ``Run.layers``). A layer already done is re-MERGEd
+    (no change for identical records); one that is not done is first purged of what a crashed
+    attempt may have left. Returns the number of rows written.
+    """
+    run = _require_run(driver, run_id)
+    model_id, name = run["model_id"], step.layer.name
+    layers, done = run["layers"] or [], run["layers_done"] or []
+    if name not in layers:
+        raise GraphStoreError(f"layer {name!r} is not one of run {run_id}'s layers {layers}")
+    if name not in done:
+        expected = layers[len(done)] if len(done) < len(layers) else None
+        if name != expected:
+            raise GraphStoreError(
+                f"run {run_id}: layer {name!r} arrived out of order; layers are stored top-down and "
+                f"the next one is {expected!r} (done: {done})"
+            )
+        _delete_until_empty(driver, _PURGE_LAYER, run_id=run_id, layer=name, model_id=model_id)
+    rows = layer_rows(step)
+    params = {"run_id": run_id, "model_id": model_id, "layer": name}
+    with driver.session() as session:
+        session.execute_write(_run, _LAYER, {**params, "width": step.layer.width, "kind": step.layer.kind})
+    for key, query in _LAYER_STATEMENTS:
+        _write_rows(driver, query, rows.get(key, []), batch_size, **params)
+    with driver.session() as session:
+        session.execute_write(
+            _run, _MARK_DONE, {**params, "seconds": float(step.seconds), "pairs": int(step.pairs)}
+        )
+    return sum(len(v) for v in rows.values())
+
+
+# ------------------------------------------------------------------------------------ complete
+
+_RUN_COUNTS = """
+MATCH (r:Run {run_id: $run_id})
+RETURN r.layers AS layers, r.layers_done AS layers_done, r.status AS status,
+  COUNT { (r)-[:HAS_PATCH]->() } AS patches,
+  COUNT { (r)-[:CIRCUIT_NEURON]->() } AS neurons,
+  COUNT { (sg:SemanticGroup {run_id: $run_id}) } AS semantic_groups,
+  COUNT { ()-[:INFLUENCES {run_id: $run_id}]->() } AS hyperedges,
+  COUNT { ()-[:CORE_OF {run_id: $run_id}]->() } AS core_edges,
+  COUNT { (g:NeuronGroup {run_id: $run_id}) } AS neuron_groups,
+  COUNT { (:NeuronGroup)-[:FEEDS {run_id: $run_id}]->(:NeuronGroup) } AS group_edges
+"""
+
+
+def run_counts(driver: Driver, run_id: str) -> dict[str, Any] | None:
+    """How many of each record kind the graph holds for the run (None if the run is unknown)."""
+    return _read_one(driver, _RUN_COUNTS, run_id=run_id)
+
+
+def complete_run(driver: Driver, circuit: Circuit) -> None:
+    """Mark the run COMPLETE with its statistics, after checking that the graph holds all of it."""
+    counts = run_counts(driver, circuit.run_id)
+    if counts is None:
+        raise GraphStoreError(f"run {circuit.run_id} is not in the graph; nothing to complete")
+    missing = [name for name in counts["layers"] or [] if name not in (counts["layers_done"] or [])]
+    if missing:
+        raise GraphStoreError(f"run {circuit.run_id} cannot be COMPLETE: layers {missing} are not stored")
+    expected = {
+        "patches": len(circuit.patches),
+        "neurons": len(circuit.neurons),
+        "semantic_groups": len(circuit.semantic_groups),
+        "hyperedges": len(circuit.hyperedges),
+        "core_edges": len(circuit.core_edges),
+        "neuron_groups": len(circuit.neuron_groups),
+        "group_edges": len(circuit.group_edges),
+    }
+    wrong = {k: (counts[k], v) for k, v in expected.items() if counts[k] != v}
+    if wrong:
+        detail = ", ".join(f"{k}: graph {g}, circuit {c}" for k, (g, c) in wrong.items())
+        raise GraphStoreError(f"run {circuit.run_id} cannot be COMPLETE: the graph differs ({detail})")
+    props = {**_flat(circuit.stats), **{f"n_{k}": v for k, v in expected.items()}}
+    with driver.session() as session:
+        session.execute_write(
+            _run,
+            "MATCH (r:Run {run_id: $run_id}) SET r += $props, r.stats_json = $stats_json, "
+            "r.status = 'COMPLETE', r.finished_at = datetime() REMOVE r.error, r.failed_at",
+            {"run_id": circuit.run_id, "props": props, "stats_json": json.dumps(circuit.stats)},
+        )
+
+
+def fail_run(driver: Driver, run_id: str, error: str) -> bool:
+    """Mark the run FAILED with ``error`` unless it is COMPLETE; True if a run was marked."""
+
+    def work(tx: ManagedTransaction) -> bool:
+        record = tx.run(
+            "MATCH (r:Run {run_id: $run_id}) WHERE r.status <> 'COMPLETE' "
+            "SET r.status = 'FAILED', r.error = $error, r.failed_at = datetime() RETURN count(r) AS n",
+            run_id=run_id,
+            error=error[:ERROR_CHARS],
+        ).single()
+        return bool(record and record["n"])
+
+    with driver.session() as session:
+        return session.execute_write(work)
+
+
+_DELETE_RUN = (
+    "MATCH (sg:SemanticGroup {run_id: $run_id}) WITH sg LIMIT $limit DETACH DELETE sg RETURN count(*) AS n",
+    "MATCH (g:NeuronGroup {run_id: $run_id}) WITH g LIMIT $limit DETACH DELETE g RETURN count(*) AS n",
+    "MATCH ()-[e:CORE_OF {run_id: $run_id}]->() WITH e LIMIT $limit DELETE e RETURN count(*) AS n",
+    "MATCH (:Run {run_id: $run_id})-[e]->() WITH e LIMIT $limit DELETE e RETURN count(*) AS n",
+    "MATCH (r:Run {run_id: $run_id}) DETACH DELETE r RETURN count(*) AS n",
+)
+
+
+def delete_run(driver: Driver, run_id: str) -> int:
+    """Delete every run-scoped node and relationship of the run, and the Run itself.
+
+    Shared nodes (Model, Layer, Neuron, Class, Patch, Concept) stay: other runs may use them.
+    Returns the number of deleted nodes and relationships counted by the delete statements.
+    """
+    return _delete_until_empty(driver, _DELETE_RUN, run_id=run_id)

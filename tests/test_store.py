@@ -1,0 +1,333 @@
+"""The graph store against real servers: schema, writer, reader and patch stores.
+
+One local stack (Neo4j + S3Proxy) per module, in a temporary state dir on free ports, like
+tests/test_stack.py. Circuits are synthetic (benchmarks/writer_throughput.py) and small, so every
+test takes about a second; tests/test_ingest_e2e.py covers real circuits through the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+from neo4j.exceptions import ConstraintError
+from PIL import Image
+
+from benchmarks.writer_throughput import shell_of, synthetic_circuit
+from graphmodel import reader, writer
+from graphmodel.connection import GraphStoreError, connect
+from graphmodel.patchstore import (
+    LocalPatchStore,
+    PatchConflictError,
+    PatchStoreError,
+    S3PatchStore,
+    encode_png,
+    presigned_url,
+    upload_patches,
+)
+from graphmodel.schema import CONSTRAINTS, ensure_schema
+from graphmodel.stack import StackConfig, down, load_config, up
+
+STACK_ENV = (
+    "NEURFLOW_STATE_DIR",
+    "NEURFLOW_STACK_BUILD_DIR",
+    "NEURFLOW_NEO4J_URI",
+    "NEURFLOW_NEO4J_USER",
+    "NEURFLOW_NEO4J_PASSWORD",
+    "NEURFLOW_S3_ENDPOINT",
+    "NEURFLOW_S3_ACCESS_KEY",
+    "NEURFLOW_S3_SECRET_KEY",
+    "NEURFLOW_S3_BUCKET",
+    "NEURFLOW_BROWSER_PORT",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@contextlib.contextmanager
+def local_stack(state_dir: Path) -> Iterator[StackConfig]:
+    """Neo4j and S3Proxy on free ports with a fresh state dir; the NEURFLOW_* variables of this
+    process point at them while the block runs."""
+    bolt, s3, browser = free_ports(3)
+    build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
+        Path.home() / ".cache" / "neurflow" / "stack-build"
+    )
+    with pytest.MonkeyPatch.context() as env:
+        for name in STACK_ENV:
+            env.delenv(name, raising=False)
+        env.setenv("NEURFLOW_STATE_DIR", str(state_dir))
+        env.setenv("NEURFLOW_STACK_BUILD_DIR", build_dir)
+        env.setenv("NEURFLOW_NEO4J_URI", f"bolt://127.0.0.1:{bolt}")
+        env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
+        env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
+        env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
+        cfg = load_config()
+        try:
+            up(cfg, browser=False, timeout=240)
+            yield cfg
+        finally:
+            down(cfg)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    with local_stack(tmp_path_factory.mktemp("store-state")) as cfg:
+        yield cfg
+
+
+@pytest.fixture(scope="module")
+def driver(stack):
+    with connect(stack) as drv:
+        yield drv
+
+
+def graph_size(driver) -> tuple[int, int]:
+    nodes = driver.execute_query("MATCH (n) RETURN count(n) AS n").records[0]["n"]
+    rels = driver.execute_query("MATCH ()-[r]->() RETURN count(r) AS n").records[0]["n"]
+    return nodes, rels
+
+
+def small_circuit(run_id: str, seed: int = 0):
+    return synthetic_circuit(
+        run_id, widths=(4, 12, 12), k=6, tau=3, patches=40, groups_per_layer=3, seed=seed
+    )
+
+
+def write_all(driver, circuit, steps) -> None:
+    assert writer.start_run(driver, shell_of(circuit)) == writer.RUNNING
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    for step in steps:
+        writer.write_layer(driver, circuit.run_id, step)
+    writer.complete_run(driver, circuit)
+
+
+# ------------------------------------------------------------------------------------- schema
+
+
+def test_schema_is_idempotent_and_enforces_composite_keys(driver):
+    ensure_schema(driver)
+    ensure_schema(driver)
+    names = {r["name"] for r in driver.execute_query("SHOW CONSTRAINTS YIELD name").records}
+    assert set(CONSTRAINTS) <= names
+    driver.execute_query("CREATE (:Neuron {model_id: 'schema-test', layer: 'x', index: 1})")
+    try:
+        with pytest.raises(ConstraintError):
+            driver.execute_query("CREATE (:Neuron {model_id: 'schema-test', layer: 'x', index: 1})")
+        driver.execute_query("CREATE (:Neuron {model_id: 'schema-test', layer: 'x', index: 2})")
+    finally:
+        driver.execute_query("MATCH (n:Neuron {model_id: 'schema-test'}) DELETE n")
+
+
+# ------------------------------------------------------------------------------- writer/reader
+
+
+def test_round_trip_of_a_circuit(driver):
+    circuit, steps = small_circuit("rt00000000000001")
+    write_all(driver, circuit, steps)
+    back = reader.load_circuit(driver, circuit.run_id)
+    assert back == circuit  # every id, list order and float (stored as float64) is identical
+    state = reader.run_status(driver, circuit.run_id)
+    assert state.status == "COMPLETE" and state.layers_done == circuit.layer_names()
+    assert state.finished_at is not None
+
+
+def test_writing_the_same_run_again_changes_nothing(driver):
+    circuit, steps = small_circuit("idem000000000001")
+    write_all(driver, circuit, steps)
+    before = graph_size(driver)
+    assert writer.start_run(driver, shell_of(circuit)) == writer.COMPLETE
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    for step in steps:
+        writer.write_layer(driver, circuit.run_id, step)
+    writer.complete_run(driver, circuit)
+    assert graph_size(driver) == before
+    assert reader.load_circuit(driver, circuit.run_id) == circuit
+
+
+def test_a_half_written_layer_is_purged_before_it_is_written_again(driver):
+    circuit, steps = small_circuit("half000000000001")
+    writer.start_run(driver, shell_of(circuit))
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    writer.write_layer(driver, circuit.run_id, steps[0])
+    # A crashed attempt left part of layer 1 behind, computed differently (an extra semantic group).
+    layer = steps[1].layer.name
+    params = {"run_id": circuit.run_id, "model_id": circuit.model_id, "layer": layer}
+    neuron = {"index": 9, "max_activation": 1.0, "selection_rule": None}
+    stale = {"sg_id": f"{circuit.run_id}/{layer}/9/0", "neuron": 9, "j": 0, "size": 1, "centroid": [0.0]}
+    writer._write_rows(driver, writer._NEURONS, [neuron], **params)
+    writer._write_rows(driver, writer._SEMANTIC_GROUPS, [{**stale, "silhouette": 0.1}], **params)
+    writer._write_rows(driver, writer._CORE_EDGES, writer.layer_rows(steps[1])["core_edges"][:2], **params)
+    assert writer.run_counts(driver, circuit.run_id)["semantic_groups"] > len(steps[0].semantic_groups)
+    assert [s.layer.name for s in reader.finished_layers(driver, circuit.run_id)] == ["fc"]
+    assert reader.run_status(driver, circuit.run_id).status == "RUNNING"
+    for step in steps[1:]:
+        writer.write_layer(driver, circuit.run_id, step)
+    writer.complete_run(driver, circuit)
+    assert reader.load_circuit(driver, circuit.run_id) == circuit
+
+
+def test_finished_layers_give_back_the_layer_steps(driver):
+    circuit, steps = small_circuit("done000000000001")
+    writer.start_run(driver, shell_of(circuit))
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    writer.write_layer(driver, circuit.run_id, steps[0])
+    writer.write_layer(driver, circuit.run_id, steps[1])
+    assert reader.finished_layers(driver, circuit.run_id) == steps[:2]
+
+
+def test_layers_out_of_order_and_incomplete_runs_are_refused(driver):
+    circuit, steps = small_circuit("order00000000001")
+    writer.start_run(driver, shell_of(circuit))
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    with pytest.raises(GraphStoreError, match="out of order"):
+        writer.write_layer(driver, circuit.run_id, steps[1])
+    writer.write_layer(driver, circuit.run_id, steps[0])
+    with pytest.raises(GraphStoreError, match="not stored"):
+        writer.complete_run(driver, circuit)
+    assert writer.fail_run(driver, circuit.run_id, "boom")
+    state = reader.run_status(driver, circuit.run_id)
+    assert (state.status, state.error) == ("FAILED", "boom")
+    assert writer.start_run(driver, shell_of(circuit)) == "RUNNING"  # a failed run resumes
+    state = reader.run_status(driver, circuit.run_id)
+    assert (state.status, state.error, state.attempts) == ("RUNNING", None, 2)
+
+
+def test_a_complete_run_is_never_marked_failed(driver):
+    circuit, steps = small_circuit("fail000000000001")
+    write_all(driver, circuit, steps)
+    assert not writer.fail_run(driver, circuit.run_id, "late error")
+    assert reader.run_status(driver, circuit.run_id).status == "COMPLETE"
+
+
+def test_delete_run_removes_run_scoped_elements_and_keeps_shared_ones(driver):
+    first, first_steps = small_circuit("del0000000000001", seed=3)
+    second, second_steps = small_circuit("del0000000000002", seed=3)  # same neurons and patches
+    write_all(driver, first, first_steps)
+    write_all(driver, second, second_steps)
+    writer.delete_run(driver, first.run_id)
+    leftovers = driver.execute_query(
+        "MATCH (n) WHERE n.run_id = $id RETURN count(n) AS n", id=first.run_id
+    ).records[0]["n"]
+    rels = driver.execute_query(
+        "MATCH ()-[r]->() WHERE r.run_id = $id RETURN count(r) AS n", id=first.run_id
+    ).records[0]["n"]
+    assert (leftovers, rels) == (0, 0)
+    assert reader.run_status(driver, first.run_id) is None
+    assert reader.load_circuit(driver, second.run_id) == second
+
+
+def test_connect_names_the_uri_when_neo4j_is_down_or_the_password_wrong(stack):
+    (port,) = free_ports(1)
+    down_cfg = dataclasses.replace(stack, neo4j_uri=f"bolt://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(GraphStoreError, match=f"cannot reach Neo4j at bolt://127.0.0.1:{port}.*stack up"):
+        connect(down_cfg)
+    assert time.monotonic() - started < 15
+    with pytest.raises(GraphStoreError, match="rejected user 'neo4j'") as wrong:
+        connect(dataclasses.replace(stack, neo4j_password="not-the-password"))
+    assert stack.neo4j_password not in str(wrong.value)
+
+
+# -------------------------------------------------------------------------------- patch store
+
+
+def _pixels(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+
+def _other_encoding(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_local_store_never_overwrites(tmp_path):
+    store = LocalPatchStore(tmp_path)
+    store.check()
+    data = encode_png(_pixels(0))
+    uri = store.put("ab" * 16, data)
+    assert uri.startswith("file://") and store.get(uri) == data
+    assert store.put("ab" * 16, data) == uri
+    assert store.put("ab" * 16, _other_encoding(_pixels(0))) == uri  # same pixels, other zlib level
+    with pytest.raises(PatchConflictError, match="refusing to overwrite"):
+        store.put("ab" * 16, encode_png(_pixels(1)))
+    assert store.get(uri) == data
+    with pytest.raises(ValueError, match="hex"):
+        store.put("../escape", data)
+
+
+def test_s3_store_uploads_with_checksums_and_never_overwrites(stack):
+    store = S3PatchStore.from_config(stack)
+    store.check()
+    data = encode_png(_pixels(2))
+    uris = upload_patches(store, [("cd" * 16, data), ("ef" * 16, encode_png(_pixels(3)))])
+    uri = uris["cd" * 16]
+    assert uri == f"s3://{stack.s3_bucket}/patches/{'cd' * 16}.png"
+    assert store.get(uri) == data
+    assert store.put("cd" * 16, data) == uri
+    with pytest.raises(PatchConflictError, match="refusing to overwrite"):
+        store.put("cd" * 16, encode_png(_pixels(4)))
+    assert store.get(uri) == data
+    # The server checks Content-MD5: a body that does not match its digest is refused.
+    with pytest.raises(ClientError) as bad:
+        store.client.put_object(
+            Bucket=stack.s3_bucket, Key="patches/bad.png", Body=b"xyz", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA=="
+        )
+    assert bad.value.response["Error"]["Code"] == "BadDigest"
+    # If-None-Match: a blind conditional write onto an existing key is refused by the server too.
+    with pytest.raises(ClientError) as exists:
+        store.client.put_object(
+            Bucket=stack.s3_bucket, Key=f"patches/{'cd' * 16}.png", Body=b"x", IfNoneMatch="*"
+        )
+    assert exists.value.response["Error"]["Code"] in {"PreconditionFailed", "412"}
+
+
+def test_presigned_url_serves_the_patch_without_credentials(stack):
+    store = S3PatchStore.from_config(stack)
+    data = encode_png(_pixels(5))
+    uri = store.put("0f" * 16, data)
+    url = presigned_url(uri, expires=60, cfg=stack)
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.read() == data
+    plain = f"{stack.s3_endpoint}/{stack.s3_bucket}/patches/{'0f' * 16}.png"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(plain, timeout=5)
+    assert denied.value.code == 403
+    assert presigned_url("file:///tmp/x.png") == "file:///tmp/x.png"
+
+
+def test_s3_down_gives_a_clear_error_fast(stack):
+    (port,) = free_ports(1)
+    endpoint = f"http://127.0.0.1:{port}"
+    store = S3PatchStore(endpoint, "bucket", stack.s3_access_key, stack.s3_secret_key)
+    started = time.monotonic()
+    with pytest.raises(PatchStoreError, match=f"cannot reach S3 at {endpoint}.*neurflow stack up"):
+        store.check()
+    with pytest.raises(PatchStoreError, match=f"cannot reach S3 at {endpoint}"):
+        store.put("12" * 16, b"png")
+    assert time.monotonic() - started < 20
+    wrong = S3PatchStore(stack.s3_endpoint, "bucket", stack.s3_access_key, "wrong-secret")
+    with pytest.raises(PatchStoreError, match="refused the configured credentials") as refused:
+        wrong.check()
+    assert "wrong-secret" not in str(refused.value)
