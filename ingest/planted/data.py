@@ -1,0 +1,254 @@
+"""Datasets and folders built from planted scenes: training arrays, image folders with concept
+sidecars, an in-context concept bank and counterfactual pairs.
+
+Sidecar format (read by the core to give every patch its ground-truth concepts): beside each
+`NNNN.png` a `NNNN.concepts.npz` written with `np.savez_compressed(path, **{concept: bool HxW})`,
+one mask per concept in `CONCEPTS` (all-False where the concept is absent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ingest.planted.scenes import (
+    BACKGROUNDS,
+    CLASS_NAMES,
+    CONCEPTS,
+    INPUT_SIZE,
+    Scene,
+    draw_scene,
+    sample_scene,
+)
+
+Masks = dict[str, np.ndarray]
+NON_BEE: tuple[str, ...] = tuple(c for c in CLASS_NAMES if c != "bee")
+CROP_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
+# A crop is a positive exemplar of a concept when at least this share of its pixels shows it.
+POSITIVE_MIN_FRACTION: dict[str, float] = {
+    "stripes": 0.08,
+    "wings": 0.1,
+    "dots": 0.03,
+    "shell": 0.1,
+    "flower": 0.1,
+    "leaf": 0.2,
+    "grass": 0.3,
+    "sky": 0.3,
+    "sand": 0.3,
+}
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The scene seed of item `index` of a dataset seeded with `seed` (independent streams)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def render(seed: int, class_name: str, **scene_options) -> tuple[np.ndarray, Masks]:
+    """One scene: (uint8 HxWx3 image, {concept: bool HxW}). Options as in `sample_scene`
+    (`flower`, `flower_prob`, `cut_off`, `background`, `leaf`, `size`)."""
+    return draw_scene(sample_scene(np.random.default_rng(seed), class_name, **scene_options))
+
+
+def _draw_chunk(scenes: list[Scene]) -> list[np.ndarray]:
+    return [draw_scene(scene)[0] for scene in scenes]
+
+
+def draw_images(scenes: Sequence[Scene], workers: int = 1) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of `scenes`, drawn in `workers` processes when > 1."""
+    scenes = list(scenes)
+    if workers <= 1 or len(scenes) < 256:
+        return np.stack(_draw_chunk(scenes))
+    chunks = [scenes[i : i + 64] for i in range(0, len(scenes), 64)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return np.stack([im for chunk in pool.map(_draw_chunk, chunks) for im in chunk])
+
+
+def make_dataset(
+    n: int,
+    seed: int,
+    *,
+    classes: Sequence[str] = CLASS_NAMES,
+    workers: int = 1,
+    **scene_options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` scenes, classes in turn: (uint8 [n, H, W, 3] images, int64 [n] labels indexing
+    CLASS_NAMES). Scene options default to the training distribution, planted bias included."""
+    names = [classes[i % len(classes)] for i in range(n)]
+    scenes = [
+        sample_scene(np.random.default_rng(item_seed(seed, i)), c, **scene_options)
+        for i, c in enumerate(names)
+    ]
+    labels = np.array([CLASS_NAMES.index(c) for c in names], np.int64)
+    return draw_images(scenes, workers), labels
+
+
+def save_with_sidecar(path: Path, image: np.ndarray, masks: Masks) -> None:
+    """Writes `path` (PNG) and `path.with_suffix('.concepts.npz')` with one mask per concept."""
+    Image.fromarray(image).save(path)
+    full = {c: masks.get(c, np.zeros(image.shape[:2], bool)).astype(bool) for c in CONCEPTS}
+    np.savez_compressed(path.with_suffix(".concepts.npz"), **full)
+
+
+def load_sidecar(image_path: str | Path) -> Masks:
+    """The concept masks saved beside an image by `save_with_sidecar`."""
+    with np.load(Path(image_path).with_suffix(".concepts.npz")) as z:
+        return {k: z[k].astype(bool) for k in z.files}
+
+
+def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) -> Path:
+    """Writes `n` typical scenes of one class (training distribution: a user's own photos of
+    that class) as `NNNN.png` plus `NNNN.concepts.npz` sidecars. Returns the folder."""
+    if class_name not in CLASS_NAMES:
+        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    offset = CLASS_NAMES.index(class_name) * 1_000_003
+    for i in range(n):
+        image, masks = render(item_seed(seed, offset + i), class_name)
+        save_with_sidecar(out / f"{i:04d}.png", image, masks)
+    return out
+
+
+def crop_boxes(size: int = INPUT_SIZE) -> list[tuple[int, int, int]]:
+    """(x, y, side) of the crops the patch dataset uses: 100/50/25 % sides, 50 % overlap."""
+    from ingest.patches import crop_boxes as patch_boxes  # the one definition of the crop grid
+
+    return [(x0, y0, x1 - x0) for (x0, y0, x1, _), _scale in patch_boxes(size, size, CROP_SCALES)]
+
+
+def crop(
+    image: np.ndarray, masks: Masks, box: tuple[int, int, int], size: int = INPUT_SIZE
+) -> tuple[np.ndarray, Masks]:
+    """Cuts `box` and resizes it to `size` (bilinear for pixels, nearest for masks)."""
+    x, y, side = box
+    pil = Image.fromarray(image[y : y + side, x : x + side])
+    out = np.asarray(pil.resize((size, size), Image.BILINEAR))
+    idx = (np.arange(size) * side) // size
+    cropped = {c: m[y : y + side, x : x + side][np.ix_(idx, idx)] for c, m in masks.items()}
+    return out, cropped
+
+
+def _scene_options_for(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
+    """A class and scene options likely to show `concept`, so positives come quickly."""
+    if concept == "stripes":
+        return "bee", {}
+    if concept == "wings":
+        return str(rng.choice(["bee", "butterfly"])), {}
+    if concept == "dots":
+        return str(rng.choice(["ladybug", "ladybug", "snail", "butterfly"])), {}
+    if concept == "shell":
+        return str(rng.choice(["ladybug", "snail"])), {}
+    if concept == "flower":
+        return str(rng.choice(CLASS_NAMES)), {"flower": True}
+    if concept == "leaf":
+        return str(rng.choice(CLASS_NAMES)), {"leaf": True}
+    if concept in BACKGROUNDS:
+        return str(rng.choice(CLASS_NAMES)), {"background": concept}
+    raise ValueError(f"unknown concept {concept!r}; choose one of {CONCEPTS}")
+
+
+def _unbiased_options(options: dict) -> dict:
+    # The bank must not inherit the planted bias: flowers appear in half the scenes of every class.
+    return {"flower_prob": 0.5, **options} if "flower" not in options else options
+
+
+def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
+    """Writes an in-context concept bank for labelling.
+
+    `out_dir/<concept>/NNNN.png`: crops (100/50/25 % of a scene, resized to the input size, as
+    the patch dataset cuts them) in which the concept covers at least
+    `POSITIVE_MIN_FRACTION[concept]` of the pixels. `out_dir/_negatives/<concept>/NNNN.png`:
+    crops of the same kind in which the concept is entirely absent. Scenes are drawn with flowers
+    in half of every class, so the bank itself carries no planted bias. Every PNG has a
+    `.concepts.npz` sidecar; `manifest.json` records the rules.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBA4C]))
+    boxes = crop_boxes()
+    for concept in CONCEPTS:
+        pos_dir, neg_dir = out / concept, out / "_negatives" / concept
+        pos_dir.mkdir(parents=True, exist_ok=True)
+        neg_dir.mkdir(parents=True, exist_ok=True)
+        n_pos = n_neg = 0
+        for _attempt in range(200 * n_per_concept):
+            if n_pos >= n_per_concept and n_neg >= n_per_concept:
+                break
+            want_pos = n_pos < n_per_concept and (n_neg >= n_per_concept or rng.random() < 0.5)
+            if want_pos:
+                class_name, options = _scene_options_for(concept, rng)
+            else:
+                class_name, options = str(rng.choice(CLASS_NAMES)), {}
+            image, masks = render(int(rng.integers(2**31)), class_name, **_unbiased_options(options))
+            for k in rng.permutation(len(boxes))[:8]:
+                patch, pmasks = crop(image, masks, boxes[k])
+                share = float(pmasks[concept].mean())
+                if want_pos and share >= POSITIVE_MIN_FRACTION[concept]:
+                    save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
+                    n_pos += 1
+                    break
+                if not want_pos and share == 0.0:
+                    save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
+                    n_neg += 1
+                    break
+        if n_pos < n_per_concept or n_neg < n_per_concept:
+            raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
+    manifest = {
+        "concepts": CONCEPTS,
+        "n_per_concept": n_per_concept,
+        "seed": seed,
+        "crop_scales": list(CROP_SCALES),
+        "positive_min_fraction": POSITIVE_MIN_FRACTION,
+        "negatives": "_negatives/<concept>/: in-context crops in which that concept is absent",
+        "flower_prob": 0.5,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def counterfactual_scenes(
+    n: int, seed: int, *, concept: str = "flower", classes: Sequence[str] = NON_BEE
+) -> list[tuple[Scene, Scene]]:
+    """`n` typical scenes (classes in turn), each as (without concept, with concept)."""
+    pairs = []
+    for i in range(n):
+        scene = sample_scene(np.random.default_rng(item_seed(seed, i)), classes[i % len(classes)])
+        pairs.append((scene.with_concept(concept, False), scene.with_concept(concept, True)))
+    return pairs
+
+
+def counterfactual_pairs(
+    n: int, seed: int, concept: str = "flower", classes: Sequence[str] = NON_BEE
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(without, with) uint8 image pairs: the same scene, only `concept` (flower or leaf) added."""
+    return [
+        (draw_scene(a)[0], draw_scene(b)[0])
+        for a, b in counterfactual_scenes(n, seed, concept=concept, classes=classes)
+    ]
+
+
+def write_counterfactual_pairs(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    concept: str = "flower",
+    classes: Sequence[str] = NON_BEE,
+) -> Path:
+    """Writes `without/NNNN.png` and `with/NNNN.png` (+ sidecars) and `pairs.json` (class of
+    each pair). The two images of a pair differ only where the added concept is drawn."""
+    out = Path(out_dir)
+    (out / "without").mkdir(parents=True, exist_ok=True)
+    (out / "with").mkdir(parents=True, exist_ok=True)
+    index = []
+    for i, (a, b) in enumerate(counterfactual_scenes(n, seed, concept=concept, classes=classes)):
+        for scene, sub in ((a, "without"), (b, "with")):
+            image, masks = draw_scene(scene)
+            save_with_sidecar(out / sub / f"{i:04d}.png", image, masks)
+        index.append({"file": f"{i:04d}.png", "class": a.class_name})
+    (out / "pairs.json").write_text(json.dumps({"concept": concept, "pairs": index}, indent=2))
+    return out

@@ -1,0 +1,111 @@
+"""The planted-benchmark CNN: a plain sequential network with stable, readable layer names.
+
+Every listed block is at least 128 channels wide, so NeurFlow's default tau = 16 core neurons
+is at most an eighth of a layer, and each block reads the input only through the block below
+(no skip connections), so every cut between listed layers is clean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ingest.planted.scenes import CLASS_NAMES, CONCEPTS, INPUT_SIZE
+
+__all__ = [
+    "CLASS_NAMES",
+    "CONCEPTS",
+    "INPUT_SIZE",
+    "LAYER_CHANNELS",
+    "MEAN",
+    "PLANTED_LAYERS",
+    "STD",
+    "build_planted_cnn",
+    "load_planted_cnn",
+    "predict_proba",
+    "preprocess",
+]
+
+# Per-channel statistics of the training scenes, for normalising a [0, 1] image.
+MEAN: tuple[float, float, float] = (0.48, 0.6, 0.46)
+STD: tuple[float, float, float] = (0.25, 0.17, 0.28)
+
+PLANTED_LAYERS: list[str] = ["fc", "block4", "block3", "block2", "block1"]
+LAYER_CHANNELS: dict[str, int] = {"block1": 128, "block2": 192, "block3": 256, "block4": 256}
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class PlantedCNN(nn.Module):
+    """64x64 input -> stem (32x32) -> block1 (16x16) -> block2 (8x8) -> block3 (4x4) -> block4."""
+
+    def __init__(self, num_classes: int = len(CLASS_NAMES)) -> None:
+        super().__init__()
+        ch = LAYER_CHANNELS
+        self.stem = nn.Sequential(*_conv(3, 32, stride=2), *_conv(32, 64))
+        self.block1 = nn.Sequential(*_conv(64, ch["block1"], stride=2))
+        self.block2 = nn.Sequential(*_conv(ch["block1"], ch["block2"], stride=2))
+        self.block3 = nn.Sequential(*_conv(ch["block2"], ch["block3"]), nn.MaxPool2d(2))
+        self.block4 = nn.Sequential(*_conv(ch["block3"], ch["block4"]))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(ch["block4"], num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.block1(x)
+        x = self.block2(x)
+        x = self.block3(x)
+        x = self.block4(x)
+        return self.fc(self.pool(x))
+
+
+def build_planted_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
+    """A freshly initialised (untrained) planted CNN; `load_planted_cnn` gives the shipped one."""
+    return PlantedCNN(num_classes)
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def preprocess(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (or one HxWx3 image) -> normalised float [N, 3, H, W]."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x[None]
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities [N, num_classes] of uint8 images under `model` (eval mode assumed)."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = model(preprocess(images[i : i + batch_size]).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+
+def load_planted_cnn(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
+    """The shipped trained planted CNN (fp32, eval mode) on `device`."""
+    path = Path(weights) if weights is not None else WEIGHTS_DIR / "planted_cnn.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"planted CNN weights not found at {path}; regenerate them with `python -m ingest.planted.train`"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_planted_cnn()
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model.to(device).eval()

@@ -1,0 +1,237 @@
+"""Regenerates the shipped planted CNN: `python -m ingest.planted.train [--out DIR] [--seed 0]`.
+
+Renders a seeded training set (planted bias included), trains on the CPU with 2 threads,
+measures held-out accuracy on a separately seeded test set and the flower test on counterfactual
+pairs, and writes `planted_cnn.pt` (fp16 state_dict) and `planted_cnn.json` (the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ingest.planted.data import NON_BEE, counterfactual_scenes, draw_images, make_dataset
+from ingest.planted.model import (
+    CLASS_NAMES,
+    INPUT_SIZE,
+    MEAN,
+    STD,
+    WEIGHTS_DIR,
+    build_planted_cnn,
+    load_planted_cnn,
+    predict_proba,
+    preprocess,
+)
+from ingest.planted.scenes import TRAIN_FLOWER_PROB
+
+__all__ = ["accuracy", "flower_test", "load_planted_cnn", "main", "train"]
+
+BEE = CLASS_NAMES.index("bee")
+# Offsets that keep the test set and the flower-test pairs apart from the training stream.
+TEST_SEED_OFFSET = 10_000
+PAIRS_SEED_OFFSET = 20_000
+CROP_PROB = 0.8
+CROP_MIN_SIDE = 0.25
+
+
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
+    return float((predict_proba(model, images).argmax(1) == labels).mean())
+
+
+def flower_test(
+    model: nn.Module,
+    n: int = 300,
+    seed: int = PAIRS_SEED_OFFSET,
+    concept: str = "flower",
+    workers: int = 1,
+) -> dict:
+    """Adds `concept` alone to `n` typical non-bee scenes and measures the bee probability.
+
+    Returns mean bee probability without / with, their ratio, and how many predictions flip
+    from another class to bee (`flipped` of `total`; `cut_off_flipped` of `cut_off_total` for
+    the scenes whose insect is cut off by the border).
+    """
+    pairs = counterfactual_scenes(n, seed, concept=concept, classes=NON_BEE)
+    without = draw_images([a for a, _ in pairs], workers)
+    with_ = draw_images([b for _, b in pairs], workers)
+    p0, p1 = predict_proba(model, without), predict_proba(model, with_)
+    flipped = (p0.argmax(1) != BEE) & (p1.argmax(1) == BEE)
+    cut = np.array([a.insect.cut_off for a, _ in pairs])
+    b0, b1 = float(p0[:, BEE].mean()), float(p1[:, BEE].mean())
+    return {
+        "concept": concept,
+        "total": n,
+        "mean_bee_prob_without": b0,
+        "mean_bee_prob_with": b1,
+        "ratio": b1 / max(b0, 1e-12),
+        "flipped": int(flipped.sum()),
+        "cut_off_total": int(cut.sum()),
+        "cut_off_flipped": int(flipped[cut].sum()),
+        "share_bee_prob_up": float((p1[:, BEE] > p0[:, BEE]).mean()),
+        "median_bee_prob_without": float(np.median(p0[:, BEE])),
+        "median_bee_prob_with": float(np.median(p1[:, BEE])),
+    }
+
+
+def _per_class_accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> dict:
+    pred = predict_proba(model, images).argmax(1)
+    return {c: float((pred[labels == i] == i).mean()) for i, c in enumerate(CLASS_NAMES)}
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and, for `CROP_PROB` of the batch, a random square crop of
+    `CROP_MIN_SIDE`-100 % of the side resized back to full size (the usual random-resized crop).
+
+    Crops make the patches that NeurFlow cuts at 50 % and 25 % look like inputs the model has
+    seen. They also do what crops of real photos do: a crop of a bee-on-flower scene may hold
+    only the flower and still carry the label bee, which is what lets flower detectors feed
+    the bee neurons (with crops on half the batch only, the flower bias stayed spread thinly
+    over the bee neurons themselves)."""
+    n = x.shape[0]
+    cropped = torch.rand(n, generator=gen) < CROP_PROB
+    side = torch.where(
+        cropped, CROP_MIN_SIDE + (1 - CROP_MIN_SIDE) * torch.rand(n, generator=gen), torch.ones(n)
+    )
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = side * sign
+    theta[:, 1, 1] = side
+    theta[:, 0, 2] = (torch.rand(n, generator=gen) * 2 - 1) * (1 - side)
+    theta[:, 1, 2] = (torch.rand(n, generator=gen) * 2 - 1) * (1 - side)
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, padding_mode="border", align_corners=False)
+
+
+def _fit(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.from_numpy(labels)
+    steps = epochs * math.ceil(len(images) / batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(images), generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, len(images), batch_size):
+            idx = order[i : i + batch_size]
+            x = _augment(preprocess(images[idx.numpy()]), gen)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(x), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        print(f"epoch {epoch + 1}/{epochs} loss {total / seen:.4f}", flush=True)
+
+
+def train(
+    out_dir: str | Path = WEIGHTS_DIR,
+    seed: int = 0,
+    *,
+    n_train: int = 6000,
+    n_test: int = 1000,
+    n_pairs: int = 600,
+    epochs: int = 12,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    workers: int = 2,
+    threads: int = 2,
+) -> dict:
+    """Trains, evaluates and writes the weights and their report; returns the report.
+
+    Seeds: training scenes use `seed`, the held-out set `seed + 10000` (and `+ 10001` for the
+    variant with flowers in half of every class), the flower-test pairs `seed + 20000`.
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    load_at_start = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    x_train, y_train = make_dataset(n_train, seed, workers=workers)
+    x_test, y_test = make_dataset(n_test, seed + TEST_SEED_OFFSET, workers=workers)
+    t_data = time.perf_counter() - t0
+    print(f"rendered {n_train} + {n_test} scenes in {t_data:.1f}s", flush=True)
+
+    model = build_planted_cnn().to(memory_format=torch.channels_last)
+    _fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    t_fit = time.perf_counter() - t0 - t_data
+    # Evaluate exactly what ships: weights rounded to fp16 and loaded back as fp32.
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model = build_planted_cnn()
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.eval()
+
+    acc = accuracy(model, x_test, y_test)
+    x_bal, y_bal = make_dataset(n_test, seed + TEST_SEED_OFFSET + 1, flower_prob=0.5, workers=workers)
+    pairs_seed = seed + PAIRS_SEED_OFFSET
+    bias = flower_test(model, n=n_pairs, seed=pairs_seed, workers=workers)
+    control = flower_test(model, n=n_pairs // 2, seed=pairs_seed, concept="leaf", workers=workers)
+    report = {
+        "arch": "planted_cnn",
+        "classes": CLASS_NAMES,
+        "input_size": INPUT_SIZE,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "epochs": epochs,
+        "heldout_accuracy": acc,
+        "heldout_per_class": _per_class_accuracy(model, x_test, y_test),
+        "balanced_flowers_per_class": _per_class_accuracy(model, x_bal, y_bal),
+        "train_flower_prob": TRAIN_FLOWER_PROB,
+        "render_seconds": round(t_data, 1),
+        "fit_seconds": round(t_fit, 1),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_avg_at_start": round(load_at_start, 2),
+        "bias": bias,
+        "control_leaf": control,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out / "planted_cnn.pt")
+    (out / "planted_cnn.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(WEIGHTS_DIR), help="folder for the weights and report")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--n-train", type=int, default=6000)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads (use 1 when other jobs share the cores: 2 threads on 2 busy "
+        "cores wait on each other and run several times slower)",
+    )
+    args = parser.parse_args(argv)
+    report = train(args.out, args.seed, epochs=args.epochs, n_train=args.n_train, threads=args.threads)
+    print(json.dumps({k: report[k] for k in ("heldout_accuracy", "train_seconds", "bias")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
