@@ -271,8 +271,18 @@ def _run_extract(loaded, images, class_index, cfg, out: Path):
     "a third of the cost (benchmarks/quadrature_accuracy.py). --steps 50 --quadrature riemann_right "
     "is the paper's setting.",
 )
-def demo(out: str, class_name: str, n_images: int, steps: int, quadrature: str) -> None:
-    """Run the method on the shipped planted-concept benchmark (no downloads, CPU is fine)."""
+@click.option(
+    "--store/--no-store",
+    default=True,
+    show_default=True,
+    help="Start the local Neo4j + S3 stack and ingest the circuit (needs Java 17 and Maven); "
+    "--no-store only extracts to --out.",
+)
+def demo(out: str, class_name: str, n_images: int, steps: int, quadrature: str, store: bool) -> None:
+    """Run the method on the shipped planted-concept benchmark, then store it in Neo4j and S3.
+
+    No downloads beyond the first start of the local services (from Maven Central); CPU is fine.
+    """
     from ingest.circuit import ExtractConfig
     from ingest.models import load_model
     from ingest.planted.data import write_image_folder
@@ -283,7 +293,50 @@ def demo(out: str, class_name: str, n_images: int, steps: int, quadrature: str) 
     loaded = load_model("planted_cnn", device=_device("auto"))
     class_index = _resolve_class(class_name, loaded.class_names, loaded.num_classes)
     cfg = ExtractConfig(layers=loaded.default_layers, steps=steps, quadrature=quadrature)
-    _run_extract(loaded, images, class_index, cfg, out_dir)
+    if not store:
+        _run_extract(loaded, images, class_index, cfg, out_dir)
+        return
+    _demo_with_store(loaded, images, class_index, cfg, out_dir)
+
+
+def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path) -> None:
+    from graphmodel import reader
+    from graphmodel.connection import connect
+    from graphmodel.stack import load_config, up
+    from ingest.cli_store import open_patch_store, run_ingest
+    from ingest.output import summary_lines
+
+    stack_cfg = load_config()
+    click.echo("starting the local stack (the first start fetches Neo4j from Maven Central)", err=True)
+    up(stack_cfg)
+    store = open_patch_store(stack_cfg, s3=True)
+    with connect(stack_cfg) as driver:
+        result = run_ingest(
+            driver,
+            loaded,
+            images,
+            class_index,
+            cfg,
+            store,
+            progress=_progress,
+            echo=lambda line: click.echo(line, err=True),
+        )
+        circuit = result.circuit or reader.load_circuit(driver, result.run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    circuit.save(out_dir / "circuit.json")
+    for line in summary_lines(circuit):
+        click.echo(line)
+    click.echo(
+        f"""
+run {result.run_id}: {result.status.lower().replace("_", " ")}; saved to {out_dir / "circuit.json"}
+Neo4j Bolt:    {stack_cfg.neo4j_uri}  (user {stack_cfg.neo4j_user}; password in NEURFLOW_NEO4J_PASSWORD or
+               {stack_cfg.state_dir / "credentials.json"})
+Neo4j Browser: {stack_cfg.browser_url}
+Patches:       {store.describe()}
+First query to paste into Browser:
+  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p
+Stop the services with `neurflow stack down`."""
+    )
 
 
 @main.command(name="show")

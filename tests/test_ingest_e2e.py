@@ -356,3 +356,26 @@ def test_stack_status_command_reports_the_running_services(stack):
     assert report["neo4j"]["address"] == stack.neo4j_uri
     assert not report["browser"]["running"] and result.exit_code == 3  # the tests start no Browser
     assert stack.neo4j_password not in result.output
+
+
+def test_demo_starts_the_stack_ingests_and_says_where_to_look(stack, driver, tmp_path):
+    """`neurflow demo` as a newcomer runs it (small): services up, bee circuit stored, pointers printed."""
+    from click.testing import CliRunner
+
+    from ingest.cli import main
+
+    result = CliRunner().invoke(
+        main, ["demo", "--out", str(tmp_path), "--images", "4", "--steps", "2"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    out = result.output
+    run_id = next(
+        line.split()[1].rstrip(":")
+        for line in out.splitlines()
+        if line.startswith("run ") and "saved" in line
+    )
+    assert reader.run_status(driver, run_id).status == writer.COMPLETE
+    assert stack.neo4j_uri in out and "Neo4j Browser: http://127.0.0.1:" in out
+    assert f"MATCH (r:Run {{run_id: '{run_id}'}})" in out
+    assert stack.neo4j_password not in out
+    assert (tmp_path / "circuit.json").exists() and "-- block1" in out
