@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -70,9 +71,43 @@ def default_state_dir() -> Path:
     return Path(base) / "neurflow"
 
 
+SECRET_KEYS = ("neo4j_password", "s3_access_key", "s3_secret_key")
+
+
+def config_file_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(os.environ.get("NEURFLOW_CONFIG") or Path(base) / "neurflow" / "config.toml").expanduser()
+
+
+def _file_settings() -> dict[str, str]:
+    """Settings from the optional TOML config file, as NEURFLOW_* names (the environment wins).
+
+    Keys are the variable names without the prefix, in lower case: ``neo4j_uri = "bolt://..."``.
+    A file holding secrets must not be readable by others.
+    """
+    path = config_file_path()
+    if not path.is_file():
+        if os.environ.get("NEURFLOW_CONFIG"):
+            raise StackError(f"NEURFLOW_CONFIG={str(path)!r} does not exist")
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StackError(f"cannot read the config file {path}: {exc}") from exc
+    if any(k in data for k in SECRET_KEYS) and path.stat().st_mode & 0o077:
+        raise StackError(f"{path} holds secrets but others can read it; run `chmod 600 {path}`")
+    settings = {}
+    for key, value in data.items():
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise StackError(f"{path}: {key} must be a string or a number, got {value!r}")
+        settings[f"NEURFLOW_{key.upper()}"] = str(value)
+    return settings
+
+
 def load_config() -> StackConfig:
-    """Read ``NEURFLOW_*`` variables; create a missing state dir (0700) and missing secrets."""
-    env = os.environ
+    """Read the ``NEURFLOW_*`` variables (over the optional config file); create a missing state dir
+    (0700) and missing secrets."""
+    env = {**_file_settings(), **os.environ}
     state_dir = Path(env.get("NEURFLOW_STATE_DIR") or default_state_dir()).expanduser().resolve()
     if not state_dir.exists():
         state_dir.mkdir(parents=True, mode=0o700)
