@@ -21,6 +21,7 @@ import click
 from graphmodel.connection import GraphStoreError
 from graphmodel.patchstore import LocalPatchStore, PatchStore, PatchStoreError, S3PatchStore, encode_png
 from graphmodel.stack.config import StackConfig, StackError
+from ingest.cli_options import build_run, extraction_options, progress_bar
 
 if TYPE_CHECKING:
     from neo4j import Driver
@@ -30,124 +31,6 @@ if TYPE_CHECKING:
     from ingest.models import LoadedModel
 
 # ------------------------------------------------------------------------------------- options
-
-
-def extraction_options(fn: Callable) -> Callable:
-    """The options of `neurflow extract` that define a run (model, images, class, method)."""
-    options = [
-        click.option(
-            "--model", "model_name", required=True, help="Architecture, planted_cnn or pkg.mod:factory."
-        ),
-        click.option(
-            "--weights",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Weights file (state_dict, saved module or TorchScript).",
-        ),
-        click.option(
-            "--images",
-            type=click.Path(exists=True, file_okay=False),
-            required=True,
-            help="Folder of images of the class (sub-folders are searched).",
-        ),
-        click.option(
-            "--class", "class_spec", required=True, help="Class name (from the model's class list) or index."
-        ),
-        click.option(
-            "--layers",
-            "layer_list",
-            help="Comma-separated layer names from the output down "
-            "(default: the model's shipped list; see `neurflow layers MODEL`).",
-        ),
-        click.option(
-            "--tau",
-            default="16",
-            show_default=True,
-            help="Core neurons per target: a count (16), a fraction of the layer's width (0.05 or 5%), "
-            "or a cumulative share of Σ|T| (cum:0.8).",
-        ),
-        click.option("--k", default=50, show_default=True, help="Patches per neuron concept (top-k)."),
-        click.option(
-            "--steps", default=50, show_default=True, help="Integration steps N of the integrated gradients."
-        ),
-        click.option(
-            "--quadrature",
-            type=click.Choice(["riemann_right", "gausslegendre"]),
-            default="riemann_right",
-            show_default=True,
-            help="riemann_right is the paper's Eq. 2; gausslegendre is as accurate with fewer steps.",
-        ),
-        click.option(
-            "--ranking",
-            type=click.Choice(["paper", "reference"]),
-            default="paper",
-            show_default=True,
-            help="paper: rank by |Σ_v t|; reference: by mean_v |t| (the authors' code).",
-        ),
-        click.option(
-            "--max-images",
-            default=50,
-            show_default=True,
-            help="Use at most this many images predicted as the class (0: all).",
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option(
-            "--memory-mb",
-            default=2048.0,
-            show_default=True,
-            help="Memory bound for one chunk of the integrated-gradient pass.",
-        ),
-        click.option("--seed", default=0, show_default=True),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def build_run(
-    model_name: str,
-    weights: str | None,
-    class_spec: str,
-    layer_list: str | None,
-    tau: str,
-    k: int,
-    steps: int,
-    quadrature: str,
-    ranking: str,
-    max_images: int,
-    device: str,
-    memory_mb: float,
-    seed: int,
-) -> tuple[LoadedModel, int, ExtractConfig]:
-    """Load the model and turn the extraction options into (model, class index, ExtractConfig)."""
-    from ingest.circuit import ExtractConfig
-    from ingest.cli import _device, _resolve_class
-    from ingest.layers import default_layers
-    from ingest.models import load_model
-    from ingest.selection import parse_tau
-
-    try:
-        tau_rule = parse_tau(tau)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tau") from None
-    loaded = load_model(model_name, weights, device=_device(device), seed=seed)
-    class_index = _resolve_class(class_spec, loaded.class_names, loaded.num_classes)
-    layer_names = (
-        [x.strip() for x in layer_list.split(",") if x.strip()]
-        if layer_list
-        else (loaded.default_layers or default_layers(loaded.arch))
-    )
-    cfg = ExtractConfig(
-        layers=layer_names,
-        tau=tau_rule,
-        k=k,
-        steps=steps,
-        quadrature=quadrature,
-        ranking=ranking,
-        max_images=max_images or None,
-        memory_mb=memory_mb,
-        seed=seed,
-    )
-    return loaded, class_index, cfg
 
 
 # --------------------------------------------------------------------------------- patch store
@@ -349,7 +232,6 @@ def ingest_command(use_s3: bool, local_patches: str | None, images: str, **optio
     """
     from graphmodel.connection import connect
     from graphmodel.stack.config import load_config
-    from ingest.cli import _progress
 
     if use_s3 and local_patches:
         raise click.UsageError("--s3 and --local-patches exclude each other")
@@ -376,7 +258,7 @@ def ingest_command(use_s3: bool, local_patches: str | None, images: str, **optio
                 class_index,
                 cfg,
                 store,
-                progress=_progress,
+                progress=progress_bar,
                 upload_progress=_upload_bar,
                 echo=lambda line: click.echo(line, err=True),
                 on_failure=_mark_failed(stack_cfg),
