@@ -233,10 +233,15 @@ def iter_circuit(
                 for rank, s in enumerate(core, start=1):
                     core_edges.append(
                         CoreEdgeRecord(
-                            below, s, name, int(a), rank, float(total[s]) / denom,
-                            float(ranking_scores[s]),
+                            child_layer=below,
+                            child=s,
+                            parent_layer=name,
+                            parent=int(a),
+                            rank=rank,
+                            weight=float(total[s]) / denom,
+                            score=float(ranking_scores[s]),
                         )
-                    )  # fmt: skip
+                    )
                 for group_rows in members:
                     sg = next(sg_iter)
                     t_j = rows[group_rows].sum(0)
