@@ -17,8 +17,10 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -m pip install -q -r "$here/requirements.txt" >&2
   touch "$venv/.complete"
 fi
-# The editable install is cheap and keeps the console script pointing at this checkout.
-if ! "$venv/bin/python" -c "import ingest, sys; sys.exit(0 if '$here' in ingest.__file__ else 1)" 2>/dev/null; then
-  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" >&2
+# The editable install is cheap and keeps the console script pointing at this checkout. Check from a
+# neutral directory: run from the checkout, `import ingest` would find it without any install.
+installed="$(cd / && "$venv/bin/python" -c "import ingest, os; print(os.path.dirname(os.path.dirname(ingest.__file__)))" 2>/dev/null || true)"
+if [ "$installed" != "$here" ] || [ ! -x "$venv/bin/neurflow" ]; then
+  "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
 fi
 echo "$venv"
