@@ -202,13 +202,12 @@ def show(circuit_json: str) -> None:
         click.echo(line)
 
 
-# Commands that write to the graph store live beside the core's commands, in their own module.
+# Commands that talk to the graph store live beside the core's commands, in their own modules.
+from ingest.cli_query import query_command  # noqa: E402
 from ingest.cli_store import ingest_command, stack_group  # noqa: E402
 
 main.add_command(ingest_command, "ingest")
 main.add_command(stack_group, "stack")
-from ingest.cli_query import query_command  # noqa: E402
-
 main.add_command(query_command, "query")
 
 if __name__ == "__main__":  # pragma: no cover
