@@ -23,7 +23,7 @@ from graphmodel.connection import connect
 from graphmodel.patchstore import LocalPatchStore, S3PatchStore
 from graphmodel.stack import restart_neo4j, up
 from graphmodel.stack.services import stop_s3
-from tests.test_store import graph_size, local_stack
+from tests.test_store import graph_size
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +52,6 @@ VOLATILE = {
     "stats_json",
     "error",
 }
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    with local_stack(tmp_path_factory.mktemp("e2e-state")) as cfg:
-        yield cfg
-
-
-@pytest.fixture(scope="module")
-def driver(stack):
-    with connect(stack) as drv:
-        yield drv
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,12 @@ from pathlib import Path
 import pytest
 
 import queries
-from graphmodel.connection import connect
 from graphmodel.patchstore import LocalPatchStore
 from queries.runner import QueryError
-from tests.test_store import local_stack
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ("bee", "ladybug")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    with local_stack(tmp_path_factory.mktemp("queries-state")) as cfg:
-        yield cfg
-
-
-@pytest.fixture(scope="module")
-def driver(stack):
-    with connect(stack) as drv:
-        yield drv
 
 
 @pytest.fixture(scope="module")

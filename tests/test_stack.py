@@ -26,20 +26,9 @@ from neo4j.exceptions import AuthError
 
 from graphmodel.stack import StackError, down, load_config, restart_neo4j, s3_client, status, up
 from graphmodel.stack.config import StackConfig
+from tests.services import free_ports
 
 SERVICES = ("neo4j", "s3", "browser")
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _port_open(port: int) -> bool:
@@ -50,7 +39,7 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    bolt, s3, browser = _free_ports(3)
+    bolt, s3, browser = free_ports(3)
     build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
         Path.home() / ".cache" / "neurflow" / "stack-build"
     )
@@ -197,7 +186,7 @@ def test_secrets_stay_out_of_command_lines_reprs_and_open_files(stack):
 
 def test_a_port_held_by_another_process_is_reported(stack, tmp_path):
     cfg, _ = stack
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()

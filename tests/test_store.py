@@ -7,16 +7,11 @@ test takes about a second; tests/test_ingest_e2e.py covers real circuits through
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
-import os
-import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,69 +32,7 @@ from graphmodel.patchstore import (
     upload_patches,
 )
 from graphmodel.schema import CONSTRAINTS, ensure_schema
-from graphmodel.stack import StackConfig, down, load_config, up
-
-STACK_ENV = (
-    "NEURFLOW_STATE_DIR",
-    "NEURFLOW_STACK_BUILD_DIR",
-    "NEURFLOW_NEO4J_URI",
-    "NEURFLOW_NEO4J_USER",
-    "NEURFLOW_NEO4J_PASSWORD",
-    "NEURFLOW_S3_ENDPOINT",
-    "NEURFLOW_S3_ACCESS_KEY",
-    "NEURFLOW_S3_SECRET_KEY",
-    "NEURFLOW_S3_BUCKET",
-    "NEURFLOW_BROWSER_PORT",
-)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-@contextlib.contextmanager
-def local_stack(state_dir: Path) -> Iterator[StackConfig]:
-    """Neo4j and S3Proxy on free ports with a fresh state dir; the NEURFLOW_* variables of this
-    process point at them while the block runs."""
-    bolt, s3, browser = free_ports(3)
-    build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
-        Path.home() / ".cache" / "neurflow" / "stack-build"
-    )
-    with pytest.MonkeyPatch.context() as env:
-        for name in STACK_ENV:
-            env.delenv(name, raising=False)
-        env.setenv("NEURFLOW_STATE_DIR", str(state_dir))
-        env.setenv("NEURFLOW_STACK_BUILD_DIR", build_dir)
-        env.setenv("NEURFLOW_NEO4J_URI", f"bolt://127.0.0.1:{bolt}")
-        env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
-        env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
-        env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
-        cfg = load_config()
-        try:
-            up(cfg, browser=False, timeout=240)
-            yield cfg
-        finally:
-            down(cfg)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
-    with local_stack(tmp_path_factory.mktemp("store-state")) as cfg:
-        yield cfg
-
-
-@pytest.fixture(scope="module")
-def driver(stack):
-    with connect(stack) as drv:
-        yield drv
+from tests.services import free_ports
 
 
 def graph_size(driver) -> tuple[int, int]:
