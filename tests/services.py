@@ -40,9 +40,9 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def local_stack(state_dir: Path) -> Iterator[StackConfig]:
-    """Neo4j and S3Proxy on free ports with a fresh state dir; the NEURFLOW_* variables of this
-    process point at them while the block runs."""
+def stack_env(state_dir: Path) -> Iterator[StackConfig]:
+    """The config of a stack on free loopback ports with `state_dir`; while the block runs, this
+    process's NEURFLOW_* variables point at it (any the user had set are hidden)."""
     bolt, s3, browser = free_ports(3)
     build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
         Path.home() / ".cache" / "neurflow" / "stack-build"
@@ -56,7 +56,13 @@ def local_stack(state_dir: Path) -> Iterator[StackConfig]:
         env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
         env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
         env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
-        cfg = load_config()
+        yield load_config()
+
+
+@contextlib.contextmanager
+def local_stack(state_dir: Path) -> Iterator[StackConfig]:
+    """Neo4j and S3Proxy (no Browser) running for the block, configured by `stack_env`."""
+    with stack_env(state_dir) as cfg:
         try:
             up(cfg, browser=False, timeout=240)
             yield cfg

@@ -24,9 +24,9 @@ from botocore.exceptions import ClientError
 from neo4j import GraphDatabase
 from neo4j.exceptions import AuthError
 
-from graphmodel.stack import StackError, down, load_config, restart_neo4j, s3_client, status, up
+from graphmodel.stack import StackError, down, restart_neo4j, s3_client, status, up
 from graphmodel.stack.config import StackConfig
-from tests.services import free_ports
+from tests.services import free_ports, stack_env
 
 SERVICES = ("neo4j", "s3", "browser")
 
@@ -39,20 +39,7 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    bolt, s3, browser = free_ports(3)
-    build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
-        Path.home() / ".cache" / "neurflow" / "stack-build"
-    )
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("NEURFLOW_NEO4J_PASSWORD", "NEURFLOW_S3_ACCESS_KEY", "NEURFLOW_S3_SECRET_KEY"):
-            env.delenv(name, raising=False)
-        env.setenv("NEURFLOW_STATE_DIR", str(tmp_path_factory.mktemp("stack-state")))
-        env.setenv("NEURFLOW_STACK_BUILD_DIR", build_dir)
-        env.setenv("NEURFLOW_NEO4J_URI", f"bolt://127.0.0.1:{bolt}")
-        env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
-        env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
-        env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
-        cfg = load_config()
+    with stack_env(tmp_path_factory.mktemp("stack-state")) as cfg:
         try:
             yield cfg, up(cfg, timeout=240)
         finally:
