@@ -244,6 +244,11 @@ def load_circuit(driver: Driver, run_id: str) -> Circuit:
             class_name=run.get("class_name"),
             params=json.loads(run.get("params_json") or "{}"),
             stats=json.loads(run.get("stats_json") or "{}"),
+            source=(
+                {k: run.get(f"source_{k}") for k in ("model", "weights", "images")}
+                if run.get("source_images")
+                else {}
+            ),
         )
         circuit.patches = [
             PatchRecord(r["patch_id"], r["source_image"], list(r["box"]), r["scale"], list(r["concepts"]))

@@ -102,6 +102,18 @@ class GroupEdgeRecord:
 
 
 @dataclass
+class LabelRecord:
+    """A concept label of a semantic group or neuron group: LABELED {score, method, rank} -> Concept."""
+
+    group_id: str  # ng_id or sg_id
+    concept: str
+    score: float  # method-specific: ROC AUC for the concept bank, 1.0 for a manual label
+    method: str  # "concept_bank", "manual", "mllm", "clip"
+    rank: int = 1  # 1 = the group's best label under this method
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. positives/negatives counted
+
+
+@dataclass
 class LayerStep:
     """Everything one finished layer adds to a circuit: the unit the core streams and the writer stores."""
 
@@ -136,6 +148,9 @@ class Circuit:
     neuron_groups: list[NeuronGroupRecord] = field(default_factory=list)
     group_edges: list[GroupEdgeRecord] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # timings, purity tables, counts
+    # Where the run's inputs came from (model spec, weights and image folder paths): lets later
+    # commands (label, audit, evaluate) rebuild the patch set. Not part of the run id.
+    source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}

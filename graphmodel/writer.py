@@ -109,7 +109,10 @@ ON CREATE SET r.started_at = datetime(), r.layers_done = [], r.attempts = 0
 SET r += $props,
     r.model_id = m.model_id, r.class_index = $class_index, r.class_name = $class_name,
     r.layers = $layers, r.params_json = $params_json, r.status = 'RUNNING', r.last_started_at = datetime(),
-    r.attempts = r.attempts + 1, r.schema_version = $schema_version
+    r.attempts = r.attempts + 1, r.schema_version = $schema_version,
+    r.source_model = coalesce($source.model, r.source_model),
+    r.source_weights = coalesce($source.weights, r.source_weights),
+    r.source_images = coalesce($source.images, r.source_images)
 REMOVE r.error, r.failed_at
 MERGE (r)-[:EXPLAINS]->(c)
 WITH r, layers
@@ -143,6 +146,7 @@ def start_run(driver: Driver, circuit: Circuit) -> str:
         "props": _flat(circuit.params),
         "params_json": json.dumps(circuit.params),
         "schema_version": SCHEMA_VERSION,
+        "source": {k: circuit.source.get(k) for k in ("model", "weights", "images")},
     }
 
     def work(tx: ManagedTransaction) -> str:

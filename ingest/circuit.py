@@ -315,6 +315,7 @@ def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: E
         class_name=_class_name(model, class_index),
         params=params,
         patches=patches.records,
+        source={"model": model.spec, "weights": model.weights_path, "images": str(Path(images).resolve())},
     )
     return PreparedRun(cuts, patches, circuit)
 

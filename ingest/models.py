@@ -48,6 +48,10 @@ class LoadedModel:
     num_classes: int
     class_names: list[str] | None
     default_layers: list[str] | None
+    # How to load it again: the `model` argument and the weights file (absolute path, None when
+    # the model was built from its shipped or random weights).
+    spec: str = ""
+    weights_path: str | None = None
 
 
 def torchvision_archs() -> list[str]:
@@ -112,6 +116,8 @@ def load_model(
         num_classes=out_classes,
         class_names=names,
         default_layers=_layers_for(model, net),
+        spec=model,
+        weights_path=str(Path(weights).resolve()) if weights is not None else None,
     )
 
 
