@@ -1,0 +1,1 @@
+"""Concept labellers: they name what a neuron group detects and store it with graphmodel.labels."""
