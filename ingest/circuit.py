@@ -103,7 +103,6 @@ class _Context:
         self.model, self.cuts, self.patches, self.cfg = model, cuts, patches, cfg
         self.device = next(model.module.parameters()).device
         self.means: dict[str, np.ndarray] = {}
-        lowest = cuts.layers[-1]
         with torch.no_grad():
             for sl, acts in _batched(
                 lambda s: cuts.activations(self.inputs(s), means=True, lowest_input=True),
@@ -115,9 +114,7 @@ class _Context:
                         name, np.zeros((len(patches), value.shape[1]), dtype=np.float32)
                     )
                     buf[sl] = value.float().cpu().numpy()
-        self.rep_key = {
-            name: (cuts.below(name) or f"{lowest}:input") for name in cuts.layers
-        }  # the representative space (Eq. 3) of each layer's semantic groups
+        self.rep_key = cuts.representative_keys()
 
     def inputs(self, index: slice | Tensor) -> Tensor:
         pixels = self.patches.pixels[index].to(self.device)

@@ -94,6 +94,9 @@ DEFAULT_LAYERS: dict[str, list[str]] = {
         "features.18",
         "features.16",
     ],
+    # The planted benchmark's ResNet (ingest/planted/resnet.py, RESNET_LAYERS): whole stages, so
+    # every skip connection stays inside one listed layer.
+    "planted_resnet": ["fc", "layer4", "layer3", "layer2", "layer1"],
 }
 
 
@@ -550,6 +553,12 @@ class LayerCuts:
         key = ("activations", wanted, lowest_input)
         result = self._subgraph(key, outputs, None, as_dict=True)(x)
         return {k: _spatial_mean(k, v) for k, v in result.items()} if means else result
+
+    def representative_keys(self) -> dict[str, str]:
+        """Each listed layer's representative space (Eq. 3) as named in `activations`' result: the
+        layer below, or the lowest layer's input for the lowest layer."""
+        lowest = self.layers[-1]
+        return {name: (self.below(name) or f"{lowest}:input") for name in self.layers}
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Output shape of a listed layer for one image of `input_size`, without the batch."""

@@ -1,0 +1,213 @@
+"""Concept-bank labels (TCAV / NetDissect tradition): a group is labelled with the concepts whose
+exemplars its metric M separates from exemplars without the concept.
+
+Bank layout::
+
+    BANK/<concept>/*.png              positives: crops that show the concept
+    BANK/_negatives/<concept>/*.png   negatives of that concept: crops of the same kind without it
+    BANK/_negatives/*.png             negatives shared by every concept (used when a concept has
+                                      no folder of its own)
+
+The score of a group on a concept is the ROC AUC of its score over the concept's positives against
+its negatives: 1.0 when every positive scores above every negative, 0.5 for chance. Contrast is the
+point: the raw response to isolated exemplars would label a group with whatever excites it most
+strongly (a trial labelled pink flowers "dots"), not with what tells the concept apart.
+
+A group is neurons *and* a region of the representative space (its patches' channel means of the
+layer below, Eq. 3): the same neuron can sit in two groups, one per meaning. So a group's score on an
+image is its metric times the soft assignment of the image to the group among its siblings:
+
+- Neuron group G at layer L: M over its core members (≤ 5 nearest the centre, App. F; each member's
+  activation divided by its maximum over the run's patch set D, `NeuronRecord.max_activation`),
+  times softmax over L's neuron groups of cos(r(v), centroid_G) / T.
+- Semantic group j of neuron a: a's own normalised activation, times the softmax over a's semantic
+  groups of cos(r(v), centroid_j) / T.
+
+r(v) is the image's representative vector and T = 0.1. Without the assignment, two groups that share
+core neurons would get the same labels whatever their patches show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from graphmodel.records import Circuit, LabelRecord
+from ingest.layers import LayerCuts
+from ingest.metric import group_metric
+from ingest.models import LoadedModel
+from ingest.patches import IMAGE_SUFFIXES, center_square, load_rgb, resize, to_model_input
+
+NEGATIVES = "_negatives"
+MIN_EXEMPLARS = 5
+SOFT_ASSIGN_TEMPERATURE = 0.1
+
+
+class ConceptBankError(ValueError):
+    pass
+
+
+@dataclass
+class ConceptBank:
+    pixels: Tensor  # uint8 [N, 3, S, S], every image resized to the model's input size
+    files: list[str]  # relative to the bank folder
+    positives: dict[str, np.ndarray]  # concept -> row indices into pixels
+    negatives: dict[str, np.ndarray]
+
+    @property
+    def concepts(self) -> list[str]:
+        return sorted(self.positives)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_concept_bank(folder: str | Path, size: int, *, min_exemplars: int = MIN_EXEMPLARS) -> ConceptBank:
+    """Read a bank (layout in the module docstring); images are resized to `size` x `size`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConceptBankError(f"concept bank {str(root)!r} is not a directory")
+    concept_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name != NEGATIVES)
+    if not concept_dirs:
+        raise ConceptBankError(
+            f"concept bank {root} has no concept folders: expected {root}/<concept>/*.png with "
+            f"positives and {root}/{NEGATIVES}/ with negatives"
+        )
+    neg_root = root / NEGATIVES
+    shared = _images_in(neg_root) if neg_root.is_dir() else []
+    files: list[Path] = []
+    index: dict[Path, int] = {}
+
+    def rows(paths: list[Path]) -> np.ndarray:
+        for p in paths:
+            if p not in index:
+                index[p] = len(files)
+                files.append(p)
+        return np.array([index[p] for p in paths], dtype=np.int64)
+
+    positives, negatives = {}, {}
+    problems = []
+    for d in concept_dirs:
+        pos = _images_in(d)
+        own = neg_root / d.name
+        neg = _images_in(own) if own.is_dir() else shared
+        if len(pos) < min_exemplars or len(neg) < min_exemplars:
+            problems.append(f"{d.name}: {len(pos)} positives, {len(neg)} negatives")
+            continue
+        positives[d.name], negatives[d.name] = rows(pos), rows(neg)
+    if problems:
+        raise ConceptBankError(
+            f"concept bank {root}: every concept needs at least {min_exemplars} positives and "
+            f"{min_exemplars} negatives ({NEGATIVES}/<concept>/ or shared {NEGATIVES}/*.png); "
+            + "; ".join(problems)
+        )
+    pixels = np.stack([resize(center_square(load_rgb(p)), size) for p in files])
+    return ConceptBank(
+        torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+        [str(p.relative_to(root)) for p in files],
+        positives,
+        negatives,
+    )
+
+
+def bank_activations(
+    model: LoadedModel, cuts: LayerCuts, bank: ConceptBank, *, batch: int = 64
+) -> dict[str, np.ndarray]:
+    """Channel means of every listed layer (and the lowest layer's input) for every bank image."""
+    device = next(model.module.parameters()).device
+    out: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for i in range(0, len(bank.files), batch):
+            x = to_model_input(bank.pixels[i : i + batch].to(device), model.mean, model.std)
+            for name, value in cuts.activations(x, means=True, lowest_input=True).items():
+                out.setdefault(name, []).append(value.float().cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def _auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return float(roc_auc_score(y, np.r_[scores[pos], scores[neg]]))
+
+
+def _labels_for(
+    group_id: str, scores: np.ndarray, bank: ConceptBank, top: int, min_score: float
+) -> list[LabelRecord]:
+    rated = []
+    for concept in bank.concepts:
+        pos, neg = bank.positives[concept], bank.negatives[concept]
+        rated.append(
+            (
+                _auc(scores, pos, neg),
+                concept,
+                {
+                    "positives": len(pos),
+                    "negatives": len(neg),
+                    "mean_positive": round(float(scores[pos].mean()), 6),
+                    "mean_negative": round(float(scores[neg].mean()), 6),
+                },
+            )
+        )
+    rated.sort(key=lambda r: (-r[0], r[1]))
+    return [
+        LabelRecord(group_id, concept, round(auc, 6), "concept_bank", rank, details)
+        for rank, (auc, concept, details) in enumerate(rated[:top], start=1)
+        if auc >= min_score
+    ]
+
+
+def _normalised(acts: np.ndarray, circuit: Circuit, layer: str, members: list[int]) -> np.ndarray:
+    peaks = {n.index: n.max_activation for n in circuit.neurons_at(layer)}
+    missing = [m for m in members if m not in peaks]
+    if missing:
+        raise ValueError(f"neurons {missing} of {layer} are not circuit neurons of run {circuit.run_id}")
+    return group_metric(acts[:, members], np.array([peaks[m] for m in members]))
+
+
+def _soft_assign(rep: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """[N, J] softmax over clusters of the cosine similarity between r(v) and each centroid."""
+    r = rep / np.maximum(np.linalg.norm(rep, axis=1, keepdims=True), 1e-12)
+    c = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    logits = (r @ c.T) / SOFT_ASSIGN_TEMPERATURE
+    logits -= logits.max(1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(1, keepdims=True)
+
+
+def label_circuit(
+    circuit: Circuit,
+    acts: dict[str, np.ndarray],
+    bank: ConceptBank,
+    rep_key: dict[str, str],  # LayerCuts.representative_keys()
+    *,
+    top: int = 3,
+    min_score: float = 0.5,
+    semantic_groups: bool = True,
+) -> list[LabelRecord]:
+    """The best `top` concepts (AUC ≥ `min_score`) of every neuron group and semantic group."""
+    labels: list[LabelRecord] = []
+    for layer in circuit.layer_names():
+        groups = [g for g in circuit.neuron_groups if g.layer == layer]
+        if not groups:
+            continue
+        assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
+        for column, group in enumerate(groups):
+            metric = _normalised(acts[layer], circuit, layer, group.core_members or group.members)
+            labels += _labels_for(group.ng_id, metric * assign[:, column], bank, top, min_score)
+    if not semantic_groups:
+        return labels
+    by_neuron: dict[tuple[str, int], list] = {}
+    for sg in circuit.semantic_groups:
+        by_neuron.setdefault((sg.layer, sg.neuron), []).append(sg)
+    for (layer, neuron), groups in by_neuron.items():
+        own = _normalised(acts[layer], circuit, layer, [neuron])
+        groups.sort(key=lambda g: g.j)
+        assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
+        for column, sg in enumerate(groups):
+            labels += _labels_for(sg.sg_id, own * assign[:, column], bank, top, min_score)
+    return labels
