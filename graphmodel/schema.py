@@ -23,6 +23,7 @@ CONSTRAINTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "semantic_group_key": ("SemanticGroup", ("sg_id",)),
     "neuron_group_key": ("NeuronGroup", ("ng_id",)),
     "concept_key": ("Concept", ("name",)),
+    "audit_key": ("AuditResult", ("audit_id",)),
 }
 
 NODE_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -583,6 +583,7 @@ def fail_run(driver: Driver, run_id: str, error: str) -> bool:
 
 
 _DELETE_RUN = (
+    "MATCH (a:AuditResult {run_id: $run_id}) WITH a LIMIT $limit DETACH DELETE a RETURN count(*) AS n",
     "MATCH (sg:SemanticGroup {run_id: $run_id}) WITH sg LIMIT $limit DETACH DELETE sg RETURN count(*) AS n",
     "MATCH (g:NeuronGroup {run_id: $run_id}) WITH g LIMIT $limit DETACH DELETE g RETURN count(*) AS n",
     "MATCH ()-[e:CORE_OF {run_id: $run_id}]->() WITH e LIMIT $limit DELETE e RETURN count(*) AS n",
