@@ -55,17 +55,37 @@ def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--list", "list_", is_flag=True, help="List the canned queries and their parameters.")
 @click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE", help="A query parameter.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
-def query_command(name: str | None, list_: bool, pairs: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--browser-assets",
+    "assets_dir",
+    type=click.Path(file_okay=False, writable=True),
+    help="Write the Neo4j Browser files into DIR (style.grass, the guide neurflow.html, the "
+    "favourites zip neurflow-queries.zip) and exit.",
+)
+def query_command(
+    name: str | None, list_: bool, pairs: tuple[str, ...], as_json: bool, assets_dir: str | None
+) -> None:
     """Run the canned query NAME (read-only) against the configured Neo4j.
 
     \b
     neurflow query --list
     neurflow query top_paths --param model_id=... --param class_name=bee --param layer=block3
+    neurflow query --browser-assets DIR   # style, guide and favourites for Neo4j Browser
     Lists are comma-separated (--param expected=stripes,wings).
     """
     from graphmodel.connection import GraphStoreError, connect
     from queries.runner import QueryError, bind, coerce, get_query, run
 
+    if assets_dir:
+        from queries.browser import write_assets
+
+        try:
+            paths = write_assets(assets_dir)
+        except ValueError as exc:  # a malformed .cypher header
+            raise click.ClickException(str(exc)) from exc
+        for kind, path in paths.items():
+            click.echo(f"{kind}: {path}")
+        return
     if list_ or not name:
         for line in _list_lines():
             click.echo(line)

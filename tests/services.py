@@ -60,11 +60,12 @@ def stack_env(state_dir: Path) -> Iterator[StackConfig]:
 
 
 @contextlib.contextmanager
-def local_stack(state_dir: Path) -> Iterator[StackConfig]:
-    """Neo4j and S3Proxy (no Browser) running for the block, configured by `stack_env`."""
+def local_stack(state_dir: Path, *, browser: bool = False) -> Iterator[StackConfig]:
+    """Neo4j and S3Proxy (and Neo4j Browser's server when `browser`) running for the block,
+    configured by `stack_env`."""
     with stack_env(state_dir) as cfg:
         try:
-            up(cfg, browser=False, timeout=240)
+            up(cfg, browser=browser, timeout=240)
             yield cfg
         finally:
             down(cfg)

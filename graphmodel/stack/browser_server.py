@@ -2,8 +2,20 @@
 
 Serves the unpacked ``org.neo4j.client:neo4j-browser`` files at ``/`` (and ``/browser/``), and
 answers ``GET /`` with ``Accept: application/json`` the way Neo4j's discovery endpoint does, so
-Browser pre-fills the Bolt address of the local Neo4j. Standard library only: the stack runs this
-file by path in its own process.
+Browser can find the Bolt address of the local Neo4j (Browser 5.24 asks for it, but in headless
+Chromium its connect form stayed empty; ``/?dbms=bolt://...`` fills it). The stack runs this file by
+path in its own process.
+
+It also serves the NeurFlow Browser assets of ``queries/browser.py``, generated for every request
+from the `.cypher` files of this checkout (so a new query shows up without a restart):
+
+* ``/guide/neurflow.html``: the guide, for ``:play http://127.0.0.1:<port>/guide/neurflow.html``
+* ``/guide/style.grass``: the style, for ``:style http://127.0.0.1:<port>/guide/style.grass``
+* ``/guide/neurflow-queries.zip``: the favourites zip (download it, drop it onto Browser)
+
+Browser fetches a guide or style only from hosts on the server's
+``browser.remote_content_hostname_whitelist`` (the local Neo4j launcher adds 127.0.0.1); these
+answers carry ``Access-Control-Allow-Origin: *`` so ``localhost`` works as well.
 """
 
 from __future__ import annotations
@@ -11,21 +23,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import traceback
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUIDE_PREFIX = "/guide/"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _browser_assets():
+    """``queries.browser`` of this checkout (imported on first use)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(1, str(REPO_ROOT))
+    from queries import browser
+
+    return browser
 
 
 class BrowserHandler(SimpleHTTPRequestHandler):
     discovery: bytes = b"{}"
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/" and "application/json" in self.headers.get("Accept", ""):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(self.discovery)))
             self.end_headers()
             self.wfile.write(self.discovery)
+            return
+        if path == "/guide" or path.startswith(GUIDE_PREFIX):
+            self._guide(path[len(GUIDE_PREFIX) :], {k: v[-1] for k, v in parse_qs(query).items()})
             return
         if path == "/browser":
             self.send_response(301)
@@ -35,6 +67,60 @@ class BrowserHandler(SimpleHTTPRequestHandler):
         if path.startswith("/browser/"):
             self.path = self.path[len("/browser") :]
         super().do_GET()
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "GET, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", "*")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _origin(self) -> str:
+        """``http://host:port`` as the client reached this server (loopback names only)."""
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name in LOOPBACK_NAMES:
+            return f"http://{host}"
+        address, port = self.server.server_address[:2]
+        return f"http://{address}:{port}"
+
+    def _guide(self, name: str, examples: dict[str, str]) -> None:
+        """A NeurFlow asset; the guide's example parameter values can be set in the query string
+        (``neurflow.html?model_id=...&class_name=bee``)."""
+        if name in ("", "index.html"):
+            self.send_response(302)
+            self.send_header("Location", GUIDE_PREFIX + "neurflow.html")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        try:
+            assets = _browser_assets()
+            if name == assets.GUIDE_FILE:
+                style_url = f"{self._origin()}{GUIDE_PREFIX}{assets.STYLE_FILE.name}"
+                body, kind = (
+                    assets.guide_html(examples=examples, style_url=style_url).encode(),
+                    "text/html; charset=utf-8",
+                )
+            elif name == assets.STYLE_FILE.name:
+                body, kind = assets.style_text().encode(), "text/plain; charset=utf-8"
+            elif name == assets.FAVORITES_FILE:
+                body, kind = assets.favorites_zip(), "application/zip"
+            else:
+                self.send_error(404, f"no such NeurFlow asset: {name}")
+                return
+        except Exception as exc:  # a broken .cypher header: say so instead of a blank guide
+            traceback.print_exc()
+            body, kind = f"NeurFlow guide failed: {exc}\n".encode(), "text/plain; charset=utf-8"
+            self.send_response(500)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if str(code).startswith(("4", "5")):

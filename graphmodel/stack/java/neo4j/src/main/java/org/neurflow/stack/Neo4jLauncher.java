@@ -17,6 +17,7 @@ import org.neo4j.io.fs.DefaultFileSystemAbstraction;
 import org.neo4j.kernel.impl.security.User;
 import org.neo4j.logging.NullLogProvider;
 import org.neo4j.memory.EmptyMemoryTracker;
+import org.neo4j.server.configuration.ServerSettings;
 import org.neo4j.server.security.SecureHasher;
 import org.neo4j.server.security.SystemGraphCredential;
 import org.neo4j.server.security.auth.CommunitySecurityModule;
@@ -35,6 +36,13 @@ import org.neo4j.server.security.auth.FileUserRepository;
 public final class Neo4jLauncher {
   private static final String USER = "neo4j";
   private static final Duration SHUTDOWN_WAIT = Duration.ofSeconds(1);
+
+  /**
+   * Hosts Neo4j Browser may fetch guides ({@code :play URL}) and styles ({@code :style URL}) from;
+   * Browser reads it with {@code CALL dbms.clientConfig()}. Neo4j's default names only {@code
+   * localhost}, not {@code 127.0.0.1}, where the stack serves the NeurFlow guide.
+   */
+  private static final String BROWSER_CONTENT_HOSTS = "guides.neo4j.com,localhost,127.0.0.1";
 
   private Neo4jLauncher() {}
 
@@ -70,6 +78,8 @@ public final class Neo4jLauncher {
               .setConfig(BoltConnector.encryption_level, BoltConnector.EncryptionLevel.DISABLED)
               .setConfig(GraphDatabaseSettings.pagecache_memory, ByteUnit.parse(pagecache))
               .setConfig(GraphDatabaseSettings.preallocate_logical_logs, false)
+              .setConfig(
+                  ServerSettings.browser_remote_content_hostname_whitelist, BROWSER_CONTENT_HOSTS)
               // Bolt waits 5 s + 5 s for idle connections and threads on shutdown; a local
               // single-user server does not need that, and `down` should be quick.
               .setConfig(BoltConnectorInternalSettings.connection_shutdown_wait_time, SHUTDOWN_WAIT)

@@ -1,0 +1,259 @@
+"""Neo4j Browser assets for the canned queries: a GraSS style, a guide, and a favourites zip.
+
+* ``style.grass`` (``queries/browser/style.grass``): colours per node label, captions with names and
+  weights. Drop it onto Browser, or run ``:style <url>``.
+* ``neurflow.html``: a Browser guide with one slide per canned query, generated from the `.cypher`
+  headers, so a new query file appears on its own. Each slide shows the question, the parameters,
+  a click-to-run ``:param [{...}] => { RETURN ... }`` line that sets them all to example values,
+  and the query as a click-to-run block.
+  The local stack serves it (``graphmodel/stack/browser_server.py``): ``:play
+  http://127.0.0.1:7474/guide/neurflow.html``.
+* ``neurflow-queries.zip``: every `.cypher` file under ``NeurFlow/``; dropped onto Browser, it
+  becomes a "NeurFlow" folder of favourites.
+
+``neurflow query --browser-assets DIR`` writes all three; the Browser server imports this module to
+serve them, generated afresh for every request.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from queries.runner import QUERY_DIR, Param, Query, coerce, list_queries
+
+ASSET_DIR = Path(__file__).resolve().parent / "browser"
+STYLE_FILE = ASSET_DIR / "style.grass"
+GUIDE_FILE = "neurflow.html"
+FAVORITES_FILE = "neurflow-queries.zip"
+FAVORITES_FOLDER = "NeurFlow"
+
+# Example values by parameter name, from the documented test setup (docs/queries.md). A query can
+# name its own with a header line ``// example NAME: JSON``, and a description may say "(e.g. X)".
+EXAMPLES: dict[str, Any] = {
+    "model_id": "planted_cnn-1c57741cb22d",
+    "model_a": "planted_cnn-1c57741cb22d",
+    "model_b": "planted_cnn-1c57741cb22d",
+    "class_name": "bee",
+    "class_a": "bee",
+    "class_b": "ladybug",
+    "layer": "block3",
+    "index": 7,
+    "neuron": 7,
+    "ng_id": "64247d2f89d909fd/block4/g0",
+    "run_id": "64247d2f89d909fd",
+    "concept": "flower",
+}
+_PLACEHOLDER = {"string": "", "integer": 0, "float": 0.0, "boolean": False}
+_EG = re.compile(r"\(e\.g\.\s+([^()]+)\)|e\.g\.\s+(\S+)$")  # "(e.g. X)" or a final "e.g. X"
+
+
+def style_text() -> str:
+    """The GraSS style sheet (no comments: Browser's GraSS parser does not know them)."""
+    return STYLE_FILE.read_text()
+
+
+def _body(query: Query) -> str:
+    """The query without its ``//`` header block."""
+    lines = query.text.splitlines()
+    start = 0
+    while start < len(lines) and lines[start].startswith("//"):
+        start += 1
+    return "\n".join(lines[start:]).strip()
+
+
+def _coerce_text(param: Param, text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if param.type == "string" and not isinstance(value, str):
+        value = text
+    if param.type.startswith("list<") and not isinstance(value, list):
+        value = [value]
+    return value
+
+
+def example_params(query: Query, examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A value for every parameter of ``query``, to show and run in Browser.
+
+    In order: ``examples`` (the caller's), the header's ``// example NAME: JSON``, the default of an
+    optional parameter, :data:`EXAMPLES` by name, an "(e.g. X)" in the parameter's description, and
+    finally an empty value of the parameter's type.
+    """
+    examples = examples or {}
+    values: dict[str, Any] = {}
+    for name, param in query.params.items():
+        header = query.extra.get(f"example {name}")
+        hint = _EG.search(param.description)
+        if name in examples:
+            value = examples[name]
+            if isinstance(value, str) and param.type != "string":  # from a URL or a command line
+                value = coerce(query, {name: value})[name]
+            values[name] = value
+        elif header is not None:
+            values[name] = _coerce_text(param, header)
+        elif not param.required:
+            values[name] = param.default
+        elif name in EXAMPLES:
+            values[name] = EXAMPLES[name]
+        elif hint:
+            values[name] = _coerce_text(param, (hint.group(1) or hint.group(2)).strip())
+        else:
+            values[name] = [] if param.type.startswith("list<") else _PLACEHOLDER[param.type]
+    return values
+
+
+def cypher_literal(value: Any, type_: str = "") -> str:
+    """``value`` as a Cypher literal of the parameter's type (``10`` stays an integer, ``1`` of a
+    float parameter becomes ``1.0``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and type_ in ("float", "list<float>"):
+        return repr(float(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        inner = type_[len("list<") : -1] if type_.startswith("list<") else ""
+        return "[" + ", ".join(cypher_literal(v, inner) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def params_command(query: Query, values: dict[str, Any]) -> str:
+    """One Browser command that sets every parameter of ``query`` with its Cypher type.
+
+    ``:param [{a, b}] => { RETURN 'x' AS a, 10 AS b }`` runs the right-hand side as Cypher and takes
+    the parameters from its row, so integers stay integers (``:params {"limit": 10}`` would send a
+    float, which LIMIT refuses).
+    """
+    names = list(query.params)
+    if not names:
+        return ""
+    returns = ", ".join(f"{cypher_literal(values[n], query.params[n].type)} AS {n}" for n in names)
+    return f":param [{{{', '.join(names)}}}] => {{ RETURN {returns} }}"
+
+
+def _param_rows(query: Query) -> str:
+    rows = []
+    for p in query.params.values():
+        default = "required" if p.required else json.dumps(p.default)
+        rows.append(
+            f"<tr><td><code>{html.escape(p.name)}</code></td><td>{html.escape(p.type)}</td>"
+            f"<td>{html.escape(default)}</td><td>{html.escape(p.description)}</td></tr>"
+        )
+    return "\n".join(rows)
+
+
+def _query_slide(query: Query, examples: dict[str, Any] | None) -> str:
+    values = example_params(query, examples)
+    command = params_command(query, values)
+    setter = (
+        f"<p>Set its parameters (example values: click the text to edit them in the editor, or the "
+        f"&#9654; to run):</p>\n"
+        f'<pre class="code runnable" data-neurflow-params="{html.escape(query.name)}">'
+        f"{html.escape(command)}</pre>\n"
+        if command
+        else ""
+    )
+    return f"""<slide class="row-fluid" data-neurflow-query="{html.escape(query.name)}">
+<div class="col-sm-12">
+<h3>{html.escape(query.name)}</h3>
+<p class="lead">{html.escape(query.question)}</p>
+<table class="table table-condensed">
+<tr><th>parameter</th><th>type</th><th>default</th><th>meaning</th></tr>
+{_param_rows(query)}
+</table>
+{setter}<p>Then run the query (file <code>queries/{html.escape(query.path.name)}</code>):</p>
+<pre class="code runnable" data-neurflow-run="{html.escape(query.name)}">{html.escape(_body(query))}</pre>
+</div>
+</slide>"""
+
+
+def guide_html(
+    directory: str | Path = QUERY_DIR,
+    *,
+    examples: dict[str, Any] | None = None,
+    style_url: str | None = None,
+) -> str:
+    """The Browser guide: an overview slide, then one slide per canned query in ``directory``.
+
+    ``examples`` overrides example parameter values by name, in every query that has the parameter
+    (text is converted to the parameter's type, so URL query strings work: the Browser server passes
+    ``?model_id=...&class_name=bee``); ``style_url``, when the guide is served, adds a click-to-run
+    ``:style <url>`` line to the overview.
+    """
+    queries = list_queries(directory)
+    items = "\n".join(
+        f"<li><code>{html.escape(q.name)}</code>: {html.escape(q.question.split('? ')[0].rstrip('?'))}?</li>"
+        for q in queries.values()
+    )
+    style = (
+        f"<p>Load the NeurFlow style (colours per label, names and weights as captions):</p>\n"
+        f'<pre class="code runnable">:style {html.escape(style_url)}</pre>\n'
+        if style_url
+        else "<p>Load the NeurFlow style: drag <code>style.grass</code> onto Browser.</p>\n"
+    )
+    slides = "\n".join(_query_slide(q, examples) for q in queries.values())
+    return f"""<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>NeurFlow canned queries</title></head>
+<body>
+<article class="guide">
+<carousel class="deck container-fluid">
+<slide class="row-fluid" data-neurflow-query="">
+<div class="col-sm-12">
+<h3>NeurFlow Graph: canned queries</h3>
+<p class="lead">The questions people ask of stored concept circuits, one slide each
+({len(queries)} queries, from <code>queries/*.cypher</code>).</p>
+<p>On each slide, run the <code>:param</code> line to set the query's parameters (edit the example
+values first), then run the query. Every query only reads. <code>:params</code> shows what is set.</p>
+{style}<ol>
+{items}
+</ol>
+</div>
+</slide>
+{slides}
+</carousel>
+</article>
+</body>
+</html>
+"""
+
+
+def favorites_zip(directory: str | Path = QUERY_DIR) -> bytes:
+    """Every canned query as ``NeurFlow/<name>.cypher``, for Browser's favourites (drop the zip).
+
+    Browser names a favourite by its first line, so each file starts with ``// <name>``.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, query in list_queries(directory).items():
+            info = zipfile.ZipInfo(f"{FAVORITES_FOLDER}/{name}.cypher", date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, f"// {name}\n{query.text.rstrip()}\n")
+    return buffer.getvalue()
+
+
+def write_assets(
+    target: str | Path, directory: str | Path = QUERY_DIR, *, style_url: str | None = None
+) -> dict[str, Path]:
+    """Write ``style.grass``, the guide and the favourites zip into ``target``; their paths by kind."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "style": target / STYLE_FILE.name,
+        "guide": target / GUIDE_FILE,
+        "favorites": target / FAVORITES_FILE,
+    }
+    paths["style"].write_text(style_text())
+    paths["guide"].write_text(guide_html(directory, style_url=style_url))
+    paths["favorites"].write_bytes(favorites_zip(directory))
+    return paths
