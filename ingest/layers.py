@@ -94,9 +94,6 @@ DEFAULT_LAYERS: dict[str, list[str]] = {
         "features.18",
         "features.16",
     ],
-    # The planted benchmark's ResNet (ingest/planted/resnet.py, RESNET_LAYERS): whole stages, so
-    # every skip connection stays inside one listed layer.
-    "planted_resnet": ["fc", "layer4", "layer3", "layer2", "layer1"],
 }
 
 
@@ -106,9 +103,14 @@ def default_layers(arch: str) -> list[str]:
         from ingest.planted.model import PLANTED_LAYERS
 
         return list(PLANTED_LAYERS)
+    if arch == "planted_resnet":
+        # Whole stages: every skip connection stays inside one listed layer.
+        from ingest.planted.resnet import RESNET_LAYERS
+
+        return list(RESNET_LAYERS)
     if arch in DEFAULT_LAYERS:
         return list(DEFAULT_LAYERS[arch])
-    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn"]))
+    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn", "planted_resnet"]))
     raise LayerError(
         f"no default layer list for {arch!r} (defaults exist for: {known}). "
         f"Name the layers yourself, top first; `neurflow layers MODEL` lists the candidates."

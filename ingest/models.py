@@ -30,6 +30,8 @@ FILE_ARCHS = ("auto", "saved-module", "torchscript")
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _KEY_PREFIXES = ("module.", "_orig_mod.")
 _AUX_HEADS = {"googlenet": "aux1.", "inception_v3": "AuxLogits."}
+# The planted benchmark's models (ingest/planted/): built here, shipped weights `<name>.pt`.
+PLANTED_MODELS = ("planted_cnn", "planted_resnet")
 
 
 class ModelError(ValueError):
@@ -70,15 +72,16 @@ def load_model(
 ) -> LoadedModel:
     """Build or load `model`, check it is a classifier, and put it in eval mode on `device`.
 
-    `model` is a torchvision architecture name, "planted_cnn", a "package.module:factory" entry
-    point, or (when `weights` holds a whole module or TorchScript) "auto". Without weights the
-    model is randomly initialised with `seed` (planted_cnn loads its shipped weights instead).
+    `model` is a torchvision architecture name, "planted_cnn" or "planted_resnet", a
+    "package.module:factory" entry point, or (when `weights` holds a whole module or TorchScript)
+    "auto". Without weights the model is randomly initialised with `seed` (the planted models load
+    their shipped weights instead).
     """
     dev = _device(device)
     builder = _builder(model)
     path = Path(weights) if weights is not None else None
-    if path is None and model == "planted_cnn":
-        path = _planted_weights_path()
+    if path is None and model in PLANTED_MODELS:
+        path = _planted_weights_path(model)
     if path is None and builder is None:
         raise ModelError(f"model {model!r} means 'take the model from the weights file': pass one")
 
@@ -138,15 +141,23 @@ def _builder(model: str) -> Builder | None:
             return build_planted_cnn(n or len(CLASS_NAMES))
 
         return planted
+    if model == "planted_resnet":
+
+        def planted_resnet(n: int | None) -> nn.Module:
+            from ingest.planted.resnet import CLASS_NAMES, build_planted_resnet
+
+            return build_planted_resnet(n or len(CLASS_NAMES))
+
+        return planted_resnet
     if ":" in model:
         return _entry_point(model)
     archs = torchvision_archs()
     if model not in archs:
-        close = difflib.get_close_matches(model, [*archs, "planted_cnn"], n=5, cutoff=0.5)
+        close = difflib.get_close_matches(model, [*archs, *PLANTED_MODELS], n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ModelError(
             f"unknown architecture {model!r}.{hint} Use a torchvision classification model name, "
-            f"planted_cnn, or package.module:factory for your own model."
+            f"planted_cnn, planted_resnet, or package.module:factory for your own model."
         )
 
     def torchvision_model(n: int | None, aux: bool = False) -> nn.Module:
@@ -352,14 +363,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _planted_weights_path() -> Path:
+def _planted_weights_path(model: str = "planted_cnn") -> Path:
     from ingest.planted.model import WEIGHTS_DIR
 
-    path = Path(WEIGHTS_DIR) / "planted_cnn.pt"
+    path = Path(WEIGHTS_DIR) / f"{model}.pt"
     if not path.is_file():
         raise ModelError(
-            f"the planted CNN's shipped weights are missing ({path}); regenerate them with "
-            f"`python -m ingest.planted.train`, or pass weights"
+            f"the {model} model's shipped weights are missing ({path}); regenerate them with "
+            f"`python -m ingest.planted.train --arch {model}`, or pass weights"
         )
     return path
 
@@ -401,7 +412,7 @@ def _check_classifier(net: nn.Module, size: int, dev: torch.device, arch: str) -
 
 
 def _default_input_size(model: str) -> int:
-    if model == "planted_cnn":
+    if model in PLANTED_MODELS:
         from ingest.planted.model import INPUT_SIZE
 
         return int(INPUT_SIZE)
@@ -409,7 +420,7 @@ def _default_input_size(model: str) -> int:
 
 
 def _default_norm(model: str, attr: str, fallback: tuple[float, float, float]):
-    if model == "planted_cnn":
+    if model in PLANTED_MODELS:
         from ingest.planted import model as planted
 
         return tuple(getattr(planted, attr))
@@ -425,7 +436,7 @@ def _triple(value, default, what: str) -> tuple[float, float, float]:
 
 def _class_names(model: str, sidecar: dict, n: int, path: Path | None) -> list[str] | None:
     names = sidecar.get("classes")
-    if names is None and model == "planted_cnn":
+    if names is None and model in PLANTED_MODELS:
         from ingest.planted.model import CLASS_NAMES
 
         names = CLASS_NAMES

@@ -1,13 +1,16 @@
-"""Regenerates the shipped planted CNN: `python -m ingest.planted.train [--out DIR] [--seed 0]`.
+"""Regenerates a shipped planted model: `python -m ingest.planted.train [--arch NAME] [--out DIR] [--seed 0]`.
 
 Renders a seeded training set (planted bias included), trains on the CPU with 2 threads,
 measures held-out accuracy on a separately seeded test set and the flower test on counterfactual
-pairs, and writes `planted_cnn.pt` (fp16 state_dict) and `planted_cnn.json` (the numbers).
+pairs, and writes `<arch>.pt` (fp16 state_dict) and `<arch>.json` (the numbers). `--arch` picks
+the architecture: `planted_cnn` (the plain CNN, the default) or `planted_resnet` (the small
+ResNet); both get the same data, seeds, recipe and measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -30,9 +33,16 @@ from ingest.planted.model import (
     predict_proba,
     preprocess,
 )
+from ingest.planted.resnet import build_planted_resnet, load_planted_resnet
 from ingest.planted.scenes import TRAIN_FLOWER_PROB
 
-__all__ = ["accuracy", "flower_test", "load_planted_cnn", "main", "train"]
+__all__ = ["ARCHS", "accuracy", "flower_test", "load_planted_cnn", "load_planted_resnet", "main", "train"]
+
+# Architecture name -> (builder of a fresh model, loader of the shipped weights `<name>.pt`).
+ARCHS = {
+    "planted_cnn": (build_planted_cnn, load_planted_cnn),
+    "planted_resnet": (build_planted_resnet, load_planted_resnet),
+}
 
 BEE = CLASS_NAMES.index("bee")
 # Offsets that keep the test set and the flower-test pairs apart from the training stream.
@@ -156,12 +166,17 @@ def train(
     lr: float = 0.1,
     workers: int = 2,
     threads: int = 2,
+    arch: str = "planted_cnn",
 ) -> dict:
-    """Trains, evaluates and writes the weights and their report; returns the report.
+    """Trains `arch` (a key of `ARCHS`), evaluates it and writes `<arch>.pt` and its report
+    `<arch>.json` (which records the weight file's sha256); returns the report.
 
     Seeds: training scenes use `seed`, the held-out set `seed + 10000` (and `+ 10001` for the
     variant with flowers in half of every class), the flower-test pairs `seed + 20000`.
     """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown planted architecture {arch!r}; choose one of {sorted(ARCHS)}")
+    build = ARCHS[arch][0]
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     load_at_start = os.getloadavg()[0]
@@ -171,12 +186,12 @@ def train(
     t_data = time.perf_counter() - t0
     print(f"rendered {n_train} + {n_test} scenes in {t_data:.1f}s", flush=True)
 
-    model = build_planted_cnn().to(memory_format=torch.channels_last)
+    model = build().to(memory_format=torch.channels_last)
     _fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     t_fit = time.perf_counter() - t0 - t_data
     # Evaluate exactly what ships: weights rounded to fp16 and loaded back as fp32.
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    model = build_planted_cnn()
+    model = build()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
 
@@ -186,7 +201,7 @@ def train(
     bias = flower_test(model, n=n_pairs, seed=pairs_seed, workers=workers)
     control = flower_test(model, n=n_pairs // 2, seed=pairs_seed, concept="leaf", workers=workers)
     report = {
-        "arch": "planted_cnn",
+        "arch": arch,
         "classes": CLASS_NAMES,
         "input_size": INPUT_SIZE,
         "mean": list(MEAN),
@@ -210,13 +225,17 @@ def train(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out / "planted_cnn.pt")
-    (out / "planted_cnn.json").write_text(json.dumps(report, indent=2) + "\n")
+    weights = out / f"{arch}.pt"
+    torch.save(state, weights)
+    report["params"] = sum(p.numel() for p in model.parameters())
+    report["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (out / f"{arch}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="planted_cnn", choices=sorted(ARCHS), help="which model to train")
     parser.add_argument("--out", default=str(WEIGHTS_DIR), help="folder for the weights and report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
@@ -229,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         "cores wait on each other and run several times slower)",
     )
     args = parser.parse_args(argv)
-    report = train(args.out, args.seed, epochs=args.epochs, n_train=args.n_train, threads=args.threads)
+    report = train(
+        args.out, args.seed, epochs=args.epochs, n_train=args.n_train, threads=args.threads, arch=args.arch
+    )
     print(json.dumps({k: report[k] for k in ("heldout_accuracy", "train_seconds", "bias")}, indent=2))
 
 
