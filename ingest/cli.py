@@ -190,6 +190,28 @@ Stop the services with `neurflow stack down`."""
     )
 
 
+@main.command(name="planted-data")
+@click.argument("kind", type=click.Choice(["images", "bank", "pairs"]))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", default=40, show_default=True, help="Images, exemplars per concept, or pairs.")
+@click.option("--class", "class_name", default="bee", show_default=True, help="Class of `images`.")
+@click.option("--concept", default="flower", show_default=True, help="Concept added in `pairs`.")
+@click.option("--seed", default=1234, show_default=True)
+def planted_data(kind: str, out: str, n: int, class_name: str, concept: str, seed: int) -> None:
+    """Write planted-benchmark data: IMAGES of a class (with ground-truth sidecars), a concept BANK
+    for `neurflow label`, or counterfactual PAIRS (other classes without/with a concept) for
+    `neurflow audit`."""
+    from ingest.planted.data import write_concept_bank, write_counterfactual_pairs, write_image_folder
+
+    if kind == "images":
+        path = write_image_folder(out, class_name, n, seed)
+    elif kind == "bank":
+        path = write_concept_bank(out, n, seed)
+    else:
+        path = write_counterfactual_pairs(out, n, seed, concept=concept)
+    click.echo(f"wrote {kind} ({n}) to {path}")
+
+
 @main.command(name="show")
 @click.argument("circuit_json", type=click.Path(exists=True, dir_okay=False))
 def show(circuit_json: str) -> None:
@@ -204,6 +226,7 @@ def show(circuit_json: str) -> None:
 
 # Commands that talk to the graph store live beside the core's commands, in their own modules.
 from ingest.cli_audit import audit_command  # noqa: E402
+from ingest.cli_evaluate import evaluate_command  # noqa: E402
 from ingest.cli_label import label_group  # noqa: E402
 from ingest.cli_query import query_command  # noqa: E402
 from ingest.cli_report import report_command  # noqa: E402
@@ -214,6 +237,7 @@ main.add_command(stack_group, "stack")
 main.add_command(query_command, "query")
 main.add_command(label_group, "label")
 main.add_command(audit_command, "audit")
+main.add_command(evaluate_command, "evaluate")
 main.add_command(report_command, "report")
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,3 +130,32 @@ def test_correlation_of_loss_and_importance(bee):
     assert np.mean(measured) > 0.1, at_one  # more importance must mean more concept change
     if np.mean(measured) < 0.5:
         pytest.xfail(f"correlation at tau=1 is {np.mean(measured):.2f} < 0.5 at this small size: {at_one}")
+
+
+def test_evaluate_cli_writes_json_plots_and_headlines(bee, tmp_path):
+    """`neurflow evaluate --circuit` on the small circuit: every check, tiny sizes, JSON + 4 PNGs."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from ingest.cli import main
+
+    model, _cuts, circuit, _patches = bee
+    saved = tmp_path / "circuit.json"
+    circuit.save(saved)
+    for name in model.class_names:
+        write_image_folder(tmp_path / "held" / name, name, 5, seed=5)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--circuit", str(saved), "--held-out", str(tmp_path / "held"), "--out", str(out)]
+    args += ["--random-sets", "5", "--max-targets", "1", "--taus", "16", "--fidelity-random-sets", "2"]
+    args += ["--sizes", "1,5", "--sets-per-size", "5", "--ks", "30,50"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "evaluation.json").read_text())
+    assert set(data["plots"]) == {"optimality", "fidelity", "correlation", "k_stability"}
+    assert set(data["optimality"]) == {"fc", "block4"} and data["run_id"] == circuit.run_id
+    for path in data["plots"].values():
+        with Image.open(path) as png:
+            assert png.format == "PNG" and png.size[0] > 200
+    assert "eval_stability_mean_overlap" in result.output
+    bad = CliRunner().invoke(main, ["evaluate", "--circuit", str(saved), "--checks", "fidelity"])
+    assert bad.exit_code == 2 and "--held-out" in bad.output

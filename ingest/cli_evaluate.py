@@ -1,0 +1,236 @@
+"""`neurflow evaluate`: the paper's fidelity checks on a stored run (or a saved circuit.json), written
+as JSON and PNG plots and, for a stored run, onto the Run (docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+CHECKS = ("optimality", "fidelity", "correlation", "k_stability")
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of integers", param_hint=option
+        ) from None
+    if not values:
+        raise click.BadParameter("give at least one value", param_hint=option)
+    return values
+
+
+def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes: int, size: int):
+    """DIR/<class name or index>/*: uint8 images [N, 3, S, S] and their class indices."""
+    import torch
+
+    from ingest.audit import load_folder
+    from ingest.cli_options import resolve_class
+
+    subdirs = sorted(p for p in Path(folder).iterdir() if p.is_dir())
+    if not subdirs:
+        raise click.BadParameter(
+            f"{folder} has no class sub-folders: expected {folder}/<class name or index>/*.png",
+            param_hint="--held-out",
+        )
+    images, labels = [], []
+    for sub in subdirs:
+        index = resolve_class(sub.name, class_names, num_classes)
+        batch = load_folder(sub, size)
+        images.append(batch)
+        labels.append(torch.full((len(batch),), index, dtype=torch.long))
+    return torch.cat(images), torch.cat(labels)
+
+
+@click.command(name="evaluate")
+@click.option("--run", "run_id", help="A stored run (its model and images are re-opened from the Run).")
+@click.option(
+    "--circuit", "circuit_json", type=click.Path(exists=True, dir_okay=False), help="Or a saved circuit.json."
+)
+@click.option("--model", "model_name", help="Model argument, when not the one the run recorded.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file, if moved.")
+@click.option(
+    "--images", type=click.Path(exists=True, file_okay=False), help="The run's image folder, if moved."
+)
+@click.option(
+    "--held-out",
+    type=click.Path(exists=True, file_okay=False),
+    help="Held-out images for fidelity (b): DIR/<class name or index>/*, the class and others.",
+)
+@click.option("--checks", default=",".join(CHECKS), show_default=True, help="Which checks to run.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="evaluation", show_default=True)
+@click.option("--random-sets", default=100, show_default=True, help="(a) random sets per target.")
+@click.option(
+    "--max-targets", default=5, show_default=True, help="(a, c, d) circuit neurons tested per layer."
+)
+@click.option("--taus", default="4,8,16", show_default=True, help="(b) core-set sizes.")
+@click.option(
+    "--fidelity-random-sets", default=10, show_default=True, help="(b) random sets per layer and τ."
+)
+@click.option("--sizes", default="1,5,10,20,50", show_default=True, help="(c) random-set sizes.")
+@click.option("--sets-per-size", default=50, show_default=True, help="(c) random sets per size (>1).")
+@click.option("--ks", default="30,50,70,90,110,150,190", show_default=True, help="(d) values of k.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def evaluate_command(
+    run_id: str | None,
+    circuit_json: str | None,
+    model_name: str | None,
+    weights: str | None,
+    images: str | None,
+    held_out: str | None,
+    checks: str,
+    out_dir: str,
+    random_sets: int,
+    max_targets: int,
+    taus: str,
+    fidelity_random_sets: int,
+    sizes: str,
+    sets_per_size: int,
+    ks: str,
+    device: str,
+    seed: int,
+) -> None:
+    """Run the paper's checks: (a) optimality, (b) fidelity, (c) correlation, (d) k-stability.
+
+    \b
+    neurflow evaluate --run ID --held-out held_out/ --out eval/
+    Writes eval/evaluation.json and one PNG per check; a stored run also gets the result as
+    Run.evaluation_json (and eval_* headline properties), which `neurflow report` shows.
+    """
+    from ingest import evaluate as ev
+    from ingest.evaluation_plots import evaluation_plots
+
+    wanted = [c.strip() for c in checks.split(",") if c.strip()]
+    unknown = sorted(set(wanted) - set(CHECKS))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown checks {unknown}; choose from {', '.join(CHECKS)}", param_hint="--checks"
+        )
+    if "fidelity" in wanted and not held_out:
+        raise click.UsageError(
+            "fidelity (b) needs --held-out DIR/<class>/* images (or drop it from --checks)"
+        )
+    if bool(run_id) == bool(circuit_json):
+        raise click.UsageError("give exactly one of --run ID and --circuit circuit.json")
+    opened, driver_ctx = _open(run_id, circuit_json, model_name, weights, images, device)
+    model, cuts, circuit, patches = opened.model, opened.cuts, opened.circuit, opened.patches
+    steps = int(circuit.params.get("steps", 50))
+    method = circuit.params.get("quadrature", "riemann_right")
+    result: dict = {"run_id": circuit.run_id, "model_id": circuit.model_id, "class_name": circuit.class_name}
+    timings = {}
+
+    def stage(name: str, fn):
+        click.echo(f"{name} ...", err=True)
+        t0 = time.perf_counter()
+        result[name] = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        click.echo(f"{name}: {timings[name]} s", err=True)
+
+    if "optimality" in wanted:
+        stage(
+            "optimality",
+            lambda: ev.optimality(
+                model, cuts, patches, circuit, random_sets=random_sets, max_targets=max_targets, seed=seed
+            ),
+        )
+    if "fidelity" in wanted:
+        held, labels = load_labelled_folder(held_out, model.class_names, model.num_classes, model.input_size)
+        stage(
+            "fidelity",
+            lambda: ev.fidelity(
+                model,
+                cuts,
+                circuit,
+                held,
+                labels,
+                taus=_ints(taus, "--taus"),
+                random_sets=fidelity_random_sets,
+                seed=seed,
+            ),
+        )
+    if "correlation" in wanted:
+        stage(
+            "correlation",
+            lambda: ev.correlation(
+                model,
+                cuts,
+                patches,
+                circuit,
+                sizes=_ints(sizes, "--sizes"),
+                sets_per_size=sets_per_size,
+                max_targets=max_targets,
+                steps=steps,
+                method=method,
+                seed=seed,
+            ),
+        )
+    if "k_stability" in wanted:
+        stage(
+            "k_stability",
+            lambda: ev.k_stability(
+                model,
+                cuts,
+                patches,
+                circuit,
+                ks=_ints(ks, "--ks"),
+                max_targets=max_targets,
+                steps=steps,
+                method=method,
+                seed=seed,
+            ),
+        )
+    result["seconds"] = timings
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for name, png in evaluation_plots(result).items():
+        path = out / f"{name}.png"
+        path.write_bytes(png)
+        plots[name] = str(path.resolve())
+    result["plots"] = plots
+    (out / "evaluation.json").write_text(json.dumps(result, indent=1))
+    if driver_ctx is not None:
+        from graphmodel.evaluations import write_evaluation
+
+        with driver_ctx as (_cfg, driver):
+            write_evaluation(driver, circuit.run_id, result)
+        click.echo(f"stored on Run {circuit.run_id} (evaluation_json, eval_* properties)", err=True)
+    click.echo(f"wrote {out / 'evaluation.json'} and {len(plots)} plots to {out}")
+    from graphmodel.evaluations import headline
+
+    for key, value in headline(result).items():
+        click.echo(f"  {key}: {value:.3f}")
+
+
+def _open(run_id, circuit_json, model_name, weights, images, device):
+    """(OpenedRun with patches, a fresh graph context for writing back or None)."""
+    from graphmodel.records import Circuit
+    from ingest.cli_options import resolve_device
+    from ingest.cli_run import graph, open_stored_run
+    from ingest.run_context import RunSourceError, open_run
+
+    if run_id:
+        with graph() as (_cfg, driver):
+            opened = open_stored_run(
+                driver,
+                run_id,
+                model_name=model_name,
+                weights=weights,
+                images=images,
+                device=device,
+                with_patches=True,
+            )
+        return opened, graph()
+    circuit = Circuit.load(circuit_json)
+    try:
+        opened = open_run(
+            circuit, model=model_name, weights=weights, images=images, device=resolve_device(device)
+        )
+    except RunSourceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return opened, None
