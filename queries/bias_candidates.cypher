@@ -2,7 +2,8 @@
 // question: Which concepts, outside the ones we expect CLASS to use, have the most influence on it?
 //   A concept's influence is the sum, over the run's neuron groups labelled with it (score >=
 //   min_score, rank <= max_rank), of the group's influence on the class: the sum over its FEEDS
-//   paths into the class of the product of W along the path. Influence is a ranking of where to
+//   paths into the class of the path's flow, the product of each link's share of its parent's
+//   incoming |W| (see feeds_via_concept): the fraction of the class's input that passes the group. Influence is a ranking of where to
 //   look, not evidence of a bias: `neurflow audit` tests the candidates causally.
 // param model_id: string              the model, Model.model_id
 // param class_name: string            the class, Class.name (e.g. bee)
@@ -15,14 +16,20 @@
 MATCH (r:Run {model_id: $model_id, status: 'COMPLETE'})-[:EXPLAINS]->(cl:Class {name: $class_name})
 WHERE $run_id IS NULL OR r.run_id = $run_id
 WITH r, cl ORDER BY r.finished_at DESC LIMIT 1
+CALL (r) {
+  MATCH ()-[x:FEEDS]->(p)
+  WHERE x.run_id = r.run_id
+  WITH p, sum(abs(x.weight)) AS total
+  RETURN collect({id: elementId(p), total: total}) AS totals
+}
 MATCH (g:NeuronGroup {run_id: r.run_id})-[l:LABELED]->(c:Concept)
 WHERE l.score >= $min_score AND l.rank <= $max_rank AND ($method IS NULL OR l.method = $method)
   AND NOT toLower(c.name) IN [e IN $expected | toLower(trim(e))]
-WITH r, cl, c, g, max(l.score) AS score
-CALL (r, cl, g) {
+WITH r, cl, totals, c, g, max(l.score) AS score
+CALL (r, cl, g, totals) {
   MATCH p = (g)-[:FEEDS*]->(cl)
   WHERE all(f IN relationships(p) WHERE f.run_id = r.run_id)
-  RETURN sum(reduce(w = 1.0, f IN relationships(p) | w * f.weight)) AS influence
+  RETURN sum(reduce(w = 1.0, s IN [f IN relationships(p) | f.weight / [t IN totals WHERE t.id = elementId(endNode(f)) | t.total][0]] | w * s)) AS influence
 }
 WITH r, c, collect({group: g.ng_id, layer: g.layer, influence: influence, score: score}) AS groups
 RETURN c.name AS concept,

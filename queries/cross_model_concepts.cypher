@@ -2,7 +2,7 @@
 // question: For a class ingested under two models, which concepts do both models use for it, and
 //   which only one? A model "uses" a concept when a neuron group of its latest COMPLETE run of the
 //   class is labelled with it (score >= min_score, rank <= max_rank). Influence is as in
-//   bias_candidates: the sum over those groups of their FEEDS path strengths into the class. Labels
+//   bias_candidates (flow shares): the sum over those groups of their FEEDS path strengths into the class. Labels
 //   of the two models are only comparable when the same labeller and concept bank made them.
 // param class_name: string            the class name in both models (case-insensitive)
 // param model_a: string               first model, Model.model_id
@@ -15,13 +15,19 @@ CALL (model_id) {
   MATCH (r:Run {model_id: model_id, status: 'COMPLETE'})-[:EXPLAINS]->(cl:Class)
   WHERE toLower(cl.name) = toLower($class_name)
   WITH r, cl ORDER BY r.finished_at DESC LIMIT 1
+  CALL (r) {
+    MATCH ()-[x:FEEDS]->(p)
+    WHERE x.run_id = r.run_id
+    WITH p, sum(abs(x.weight)) AS total
+    RETURN collect({id: elementId(p), total: total}) AS totals
+  }
   MATCH (g:NeuronGroup {run_id: r.run_id})-[l:LABELED]->(c:Concept)
   WHERE l.score >= $min_score AND l.rank <= $max_rank AND ($method IS NULL OR l.method = $method)
-  WITH DISTINCT r, cl, g, c
-  CALL (r, cl, g) {
+  WITH DISTINCT r, cl, totals, g, c
+  CALL (r, cl, g, totals) {
     MATCH p = (g)-[:FEEDS*]->(cl)
     WHERE all(f IN relationships(p) WHERE f.run_id = r.run_id)
-    RETURN sum(reduce(w = 1.0, f IN relationships(p) | w * f.weight)) AS influence
+    RETURN sum(reduce(w = 1.0, s IN [f IN relationships(p) | f.weight / [t IN totals WHERE t.id = elementId(endNode(f)) | t.total][0]] | w * s)) AS influence
   }
   RETURN c.name AS concept, r.run_id AS run_id, sum(influence) AS influence, count(g) AS n_groups
 }

@@ -116,11 +116,13 @@ def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):
         class_name="bee",
         concept="FLOWER",
     )
+    print("\nfeeds_via_concept:", json.dumps(rows[:5], indent=1))
     assert rows, "no path into bee passes a group labelled like flower"
     for row in rows:
         assert row["path"][-1] == "bee" and row["via_group"] in row["path"]
         assert any("flower" in name for name in row["via_labels"])
-    assert [r["strength"] for r in rows] == sorted((r["strength"] for r in rows), reverse=True)
+    assert [r["flow"] for r in rows] == sorted((r["flow"] for r in rows), reverse=True)
+    assert all(0 < r["flow"] <= 1 for r in rows)
     truth = _exemplar_truth(driver, rows[0]["group"])
     share = sum("flower" in t for t in truth) / len(truth)
     assert share > 0.5, f"top group {rows[0]['group']}: only {share:.0%} of its exemplars show flowers"
@@ -155,6 +157,14 @@ def test_audit_ranks_the_planted_concept_and_masking_removes_the_bias(driver, be
         "--json",
     )
     findings = json.loads(out[out.index("{") :])["findings"]
+    candidates = run_query(
+        "bias_candidates",
+        driver=driver,
+        model_id=bee_run["model_id"],
+        class_name="bee",
+        expected=["stripes", "wings"],
+    )
+    print("\nbias_candidates:", json.dumps(candidates, indent=1))
     print(json.dumps([{k: v for k, v in f.items() if k != "groups"} for f in findings], indent=1))
     concepts = [f["concept"] for f in findings]
     assert not {"stripes", "wings"} & set(concepts)
@@ -175,3 +185,79 @@ def test_audit_ranks_the_planted_concept_and_masking_removes_the_bias(driver, be
 def test_audit_without_bias_images_is_a_usage_error(bee_run):
     result = CliRunner().invoke(main, ["audit", "--run", bee_run["run_id"], "--expected", EXPECTED])
     assert result.exit_code == 2 and "--pairs" in result.output
+
+
+def _concepts_used(driver, run_id: str) -> set[str]:
+    records, _, _ = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $id})-[l:LABELED]->(c:Concept) WHERE l.score >= 0.8 AND l.rank <= 2 "
+        "RETURN DISTINCT c.name AS c",
+        id=run_id,
+    )
+    return {r["c"] for r in records}
+
+
+def test_cross_model_concepts_compares_the_bee_class_under_two_architectures(driver, bee_run, data):
+    out = _invoke(
+        "ingest",
+        "--model",
+        "planted_resnet",
+        "--images",
+        str(data["images"]),
+        "--class",
+        "bee",
+        "--steps",
+        "16",
+        "--quadrature",
+        "gausslegendre",
+        "--local-patches",
+        str(data["patches"]),
+    )
+    resnet_run = next(
+        line.split()[1] for line in out.splitlines() if line.startswith("run ") and "COMPLETE" in line
+    )
+    _invoke("label", "--run", resnet_run, "--concepts", str(data["bank"]))
+    resnet_model = driver.execute_query("MATCH (r:Run {run_id: $id}) RETURN r.model_id AS m", id=resnet_run)[
+        0
+    ][0]["m"]
+    rows = run_query(
+        "cross_model_concepts",
+        driver=driver,
+        class_name="Bee",
+        model_a=bee_run["model_id"],
+        model_b=resnet_model,
+    )
+    print("\ncross_model_concepts:", json.dumps(rows, indent=1))
+    used_a, used_b = _concepts_used(driver, bee_run["run_id"]), _concepts_used(driver, resnet_run)
+    expected = {c: "both" if c in used_a and c in used_b else None for c in used_a | used_b}
+    for c in expected:
+        if expected[c] is None:
+            expected[c] = f"only {bee_run['model_id']}" if c in used_a else f"only {resnet_model}"
+    assert {r["concept"]: r["used_by"] for r in rows} == expected
+    if "flower" in used_a and "flower" in used_b:
+        flower = next(r for r in rows if r["concept"] == "flower")
+        assert flower["used_by"] == "both" and flower["influence_a"] > 0 and flower["influence_b"] > 0
+    assert "flower" in used_a, "the CNN's bee circuit has flower-labelled groups (see the labelling test)"
+
+
+def test_evaluate_stores_the_checks_on_the_run(driver, bee_run, tmp_path):
+    out = _invoke(
+        "evaluate",
+        "--run",
+        bee_run["run_id"],
+        "--checks",
+        "optimality",
+        "--random-sets",
+        "5",
+        "--max-targets",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    records, _, _ = driver.execute_query(
+        "MATCH (r:Run {run_id: $id}) RETURN r.evaluation_json AS e, r.eval_optimality_random_better AS b",
+        id=bee_run["run_id"],
+    )
+    stored = json.loads(records[0]["e"])
+    assert set(stored["optimality"]) == {"fc", "block4", "block3", "block2"}
+    assert records[0]["b"] == max(v["random_better"] for v in stored["optimality"].values())
+    assert "eval_optimality_random_better" in out
