@@ -226,6 +226,7 @@ def show(circuit_json: str) -> None:
 
 # Commands that talk to the graph store live beside the core's commands, in their own modules.
 from ingest.cli_audit import audit_command  # noqa: E402
+from ingest.cli_debug import debug_command  # noqa: E402
 from ingest.cli_evaluate import evaluate_command  # noqa: E402
 from ingest.cli_label import label_group  # noqa: E402
 from ingest.cli_query import query_command  # noqa: E402
@@ -238,6 +239,7 @@ main.add_command(query_command, "query")
 main.add_command(label_group, "label")
 main.add_command(audit_command, "audit")
 main.add_command(evaluate_command, "evaluate")
+main.add_command(debug_command, "debug")
 main.add_command(report_command, "report")
 
 if __name__ == "__main__":  # pragma: no cover
