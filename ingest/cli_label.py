@@ -79,7 +79,7 @@ def label_group(
     if ctx.invoked_subcommand is not None or ctx.meta.get("label_subcommand"):
         return
     if not run_id or not bank_dir:
-        raise click.UsageError("give --run ID and --concepts BANK, or a sub-command (set, remove, mllm)")
+        raise click.UsageError("give --run ID and --concepts BANK, or a sub-command (set, remove, mllm, clip)")
     from graphmodel.labels import write_labels
     from ingest.labelling.concept_bank import (
         ConceptBankError,
@@ -161,6 +161,8 @@ def label_remove(group_id: str, concept: str, method: str) -> None:
     click.echo(f"removed {method} label {concept!r} from {group_id}")
 
 
+from ingest.cli_label_clip import clip_command  # noqa: E402
 from ingest.cli_label_mllm import mllm_command  # noqa: E402
 
 label_group.add_command(mllm_command, "mllm")
+label_group.add_command(clip_command, "clip")
