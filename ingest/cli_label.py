@@ -79,7 +79,7 @@ def label_group(
     if ctx.invoked_subcommand is not None or ctx.meta.get("label_subcommand"):
         return
     if not run_id or not bank_dir:
-        raise click.UsageError("give --run ID and --concepts BANK, or a sub-command (set, remove, mllm, clip)")
+        raise click.UsageError("give --run ID and --concepts BANK, or a sub-command: set, remove, mllm, clip")
     from graphmodel.labels import write_labels
     from ingest.labelling.concept_bank import (
         ConceptBankError,
