@@ -4,6 +4,7 @@ as JSON and PNG plots and, for a stored run, onto the Run (docs/evaluation.md)."
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -125,24 +126,38 @@ def evaluate_command(
     timings = {}
 
     def stage(name: str, fn):
-        click.echo(f"{name} ...", err=True)
+        """Run one check with a progress bar (one tick per target neuron, or per layer and τ)."""
+        from tqdm import tqdm
+
         t0 = time.perf_counter()
-        result[name] = fn()
+        with tqdm(desc=name, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True) as bar:
+
+            def tick(layer: str) -> None:
+                bar.set_postfix_str(layer, refresh=False)
+                bar.update(1)
+
+            result[name] = fn(tick)
         timings[name] = round(time.perf_counter() - t0, 2)
-        click.echo(f"{name}: {timings[name]} s", err=True)
 
     if "optimality" in wanted:
         stage(
             "optimality",
-            lambda: ev.optimality(
-                model, cuts, patches, circuit, random_sets=random_sets, max_targets=max_targets, seed=seed
+            lambda tick: ev.optimality(
+                model,
+                cuts,
+                patches,
+                circuit,
+                random_sets=random_sets,
+                max_targets=max_targets,
+                seed=seed,
+                progress=tick,
             ),
         )
     if "fidelity" in wanted:
         held, labels = load_labelled_folder(held_out, model.class_names, model.num_classes, model.input_size)
         stage(
             "fidelity",
-            lambda: ev.fidelity(
+            lambda tick: ev.fidelity(
                 model,
                 cuts,
                 circuit,
@@ -151,12 +166,13 @@ def evaluate_command(
                 taus=_ints(taus, "--taus"),
                 random_sets=fidelity_random_sets,
                 seed=seed,
+                progress=tick,
             ),
         )
     if "correlation" in wanted:
         stage(
             "correlation",
-            lambda: ev.correlation(
+            lambda tick: ev.correlation(
                 model,
                 cuts,
                 patches,
@@ -167,12 +183,13 @@ def evaluate_command(
                 steps=steps,
                 method=method,
                 seed=seed,
+                progress=tick,
             ),
         )
     if "k_stability" in wanted:
         stage(
             "k_stability",
-            lambda: ev.k_stability(
+            lambda tick: ev.k_stability(
                 model,
                 cuts,
                 patches,
@@ -182,6 +199,7 @@ def evaluate_command(
                 steps=steps,
                 method=method,
                 seed=seed,
+                progress=tick,
             ),
         )
     result["seconds"] = timings

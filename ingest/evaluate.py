@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,6 +26,12 @@ from ingest.models import LoadedModel
 from ingest.patches import PatchSet, to_model_input
 
 TAUS = (4, 8, 16)
+
+
+def _quiet(_layer: str) -> None:
+    """Default progress callback: called with the layer's name after each unit of work."""
+
+
 KS = (30, 50, 70, 90, 110, 150, 190)
 
 
@@ -181,6 +187,7 @@ def optimality(
     max_targets: int | None = 5,
     batch: int = 2048,
     seed: int = 0,
+    progress: Callable[[str], None] = _quiet,
 ) -> dict:
     """Check (a): loss of each core set S_a vs `random_sets` random same-size sets, per layer.
 
@@ -204,6 +211,7 @@ def optimality(
                 layer.target_acts(neuron.index, _knock_masks(layer.width, sets)), concept, len(concept)
             )
             core_losses.append(losses[0])
+            progress(name)
             diffs.extend(losses[1:] - losses[0])
             better.extend(losses[1:] < losses[0])
         diffs_arr = np.array(diffs)
@@ -237,6 +245,7 @@ def correlation(
     method: str = "riemann_right",
     batch: int = 2048,
     seed: int = 0,
+    progress: Callable[[str], None] = _quiet,
 ) -> dict:
     """Check (c): Pearson correlation between Σ_{s∈S}|T(a, s, V_a)| and the concept change 1 − L(S, a)
     over random sets S of each size (size 1: every neuron of the layer below), averaged over targets.
@@ -270,6 +279,7 @@ def correlation(
                 if change.std() > 0 and score.std() > 0:
                     per_size[m].append(float(np.corrcoef(score, change)[0, 1]))
                     spearman[m].append(float(stats.spearmanr(score, change).statistic))
+            progress(name)
         result[name] = {
             "lower_layer": layer.below,
             "by_size": {
@@ -298,6 +308,7 @@ def k_stability(
     method: str = "riemann_right",
     batch: int = 2048,
     seed: int = 0,
+    progress: Callable[[str], None] = _quiet,
 ) -> dict:
     """Check (d): |S_a(k) ∩ S_a(base_k)| for each k (paper Table 5), averaged over targets per layer.
 
@@ -325,6 +336,7 @@ def k_stability(
                 chosen[k] = set(torch.argsort(scores, descending=True, stable=True)[:tau].tolist())
             for k in usable:
                 overlaps[k].append(len(chosen[k] & chosen[base_k]))
+            progress(name)
         result[name] = {
             "lower_layer": layer.below,
             "tau": tau,
@@ -369,6 +381,7 @@ def fidelity(
     multi_layer: bool = True,
     batch: int = 2048,
     seed: int = 0,
+    progress: Callable[[str], None] = _quiet,
 ) -> dict:
     """Check (b): accuracy relative to the unmasked model when masking or retaining the core neurons
     of a layer vs as many random neurons, on `images` (uint8 [N, 3, S, S], held out) with `labels`.
@@ -421,5 +434,6 @@ def fidelity(
                             "random_std": float(rel[1:].std()),
                         }
             per_layer[name] = entry
+            progress(name)
         result["by_tau"][str(tau)] = per_layer
     return result
