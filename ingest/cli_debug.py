@@ -5,29 +5,12 @@ docs/debug.md)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from ingest.cli_run import graph, open_stored_run, run_options
+from ingest.cli_run import graph, open_run_or_circuit, run_or_circuit_options
 from ingest.debug import DEFAULT_THRESHOLD, RANKINGS
-
-
-def _run_or_circuit(fn: Callable) -> Callable:
-    """`run_options` (--run and its overrides), with --run optional, plus --circuit circuit.json: a
-    saved circuit whose `source` records the model and images, for use without the graph."""
-    fn = run_options(fn)
-    for param in getattr(fn, "__click_params__", []):
-        if param.name == "run_id":
-            param.required = False
-            param.help = "Run id (see `neurflow query` or Browser); or give --circuit."
-    return click.option(
-        "--circuit",
-        "circuit_json",
-        type=click.Path(exists=True, dir_okay=False),
-        help="A saved circuit.json instead of a stored run (no graph needed; no labels shown).",
-    )(fn)
 
 
 def _label_text(labels: dict, group_id: str, truth: dict[str, float]) -> str:
@@ -40,48 +23,9 @@ def _label_text(labels: dict, group_id: str, truth: dict[str, float]) -> str:
     return "-"
 
 
-def _open(run_id, circuit_json, model_name, weights, images, device):
-    """(opened run, labels by group id) from the graph or from a circuit.json."""
-    from ingest.cli_options import resolve_device
-    from ingest.run_context import RunSourceError, open_run
-
-    if run_id:
-        from graphmodel.labels import read_labels
-
-        with graph() as (_cfg, driver):
-            opened = open_stored_run(
-                driver,
-                run_id,
-                model_name=model_name,
-                weights=weights,
-                images=images,
-                device=device,
-                with_patches=False,
-            )
-            return opened, read_labels(driver, run_id)
-    from graphmodel.records import Circuit
-
-    try:
-        circuit = Circuit.load(circuit_json)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise click.ClickException(f"cannot read circuit {circuit_json}: {exc}") from exc
-    try:
-        opened = open_run(
-            circuit,
-            model=model_name,
-            weights=weights,
-            images=images,
-            device=resolve_device(device),
-            with_patches=False,
-        )
-    except RunSourceError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return opened, {}
-
-
 @click.command(name="debug")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@_run_or_circuit
+@run_or_circuit_options
 @click.option("--layer", help="Only the neuron groups of this layer.")
 @click.option(
     "--threshold",
@@ -162,13 +106,25 @@ def debug_command(
     )
     from ingest.patches import ImageFolderError, load_rgb
 
-    if bool(run_id) == bool(circuit_json):
-        raise click.UsageError("give exactly one of --run ID and --circuit circuit.json")
     try:
         pixels = load_rgb(Path(image))
     except ImageFolderError as exc:
         raise click.ClickException(str(exc)) from exc
-    opened, labels = _open(run_id, circuit_json, model_name, weights, images, device)
+    opened = open_run_or_circuit(
+        run_id,
+        circuit_json,
+        model_name=model_name,
+        weights=weights,
+        images=images,
+        device=device,
+        with_patches=False,
+    )
+    labels = {}
+    if run_id:
+        from graphmodel.labels import read_labels
+
+        with graph() as (_cfg, driver):
+            labels = read_labels(driver, run_id)
     circuit, model = opened.circuit, opened.model
     try:
         if layer is not None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from ingest.cli_run import graph, open_run_or_circuit, run_or_circuit_options
+
 CHECKS = ("optimality", "fidelity", "correlation", "k_stability")
 
 
@@ -48,15 +50,7 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 
 
 @click.command(name="evaluate")
-@click.option("--run", "run_id", help="A stored run (its model and images are re-opened from the Run).")
-@click.option(
-    "--circuit", "circuit_json", type=click.Path(exists=True, dir_okay=False), help="Or a saved circuit.json."
-)
-@click.option("--model", "model_name", help="Model argument, when not the one the run recorded.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file, if moved.")
-@click.option(
-    "--images", type=click.Path(exists=True, file_okay=False), help="The run's image folder, if moved."
-)
+@run_or_circuit_options
 @click.option(
     "--held-out",
     type=click.Path(exists=True, file_okay=False),
@@ -75,7 +69,6 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 @click.option("--sizes", default="1,5,10,20,50", show_default=True, help="(c) random-set sizes.")
 @click.option("--sets-per-size", default=50, show_default=True, help="(c) random sets per size (>1).")
 @click.option("--ks", default="30,50,70,90,110,150,190", show_default=True, help="(d) values of k.")
-@click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 def evaluate_command(
     run_id: str | None,
@@ -116,9 +109,15 @@ def evaluate_command(
         raise click.UsageError(
             "fidelity (b) needs --held-out DIR/<class>/* images (or drop it from --checks)"
         )
-    if bool(run_id) == bool(circuit_json):
-        raise click.UsageError("give exactly one of --run ID and --circuit circuit.json")
-    opened, driver_ctx = _open(run_id, circuit_json, model_name, weights, images, device)
+    opened = open_run_or_circuit(
+        run_id,
+        circuit_json,
+        model_name=model_name,
+        weights=weights,
+        images=images,
+        device=device,
+        with_patches=True,
+    )
     model, cuts, circuit, patches = opened.model, opened.cuts, opened.circuit, opened.patches
     steps = int(circuit.params.get("steps", 50))
     method = circuit.params.get("quadrature", "riemann_right")
@@ -212,10 +211,10 @@ def evaluate_command(
         plots[name] = str(path.resolve())
     result["plots"] = plots
     (out / "evaluation.json").write_text(json.dumps(result, indent=1))
-    if driver_ctx is not None:
+    if run_id:
         from graphmodel.evaluations import write_evaluation
 
-        with driver_ctx as (_cfg, driver):
+        with graph() as (_cfg, driver):
             write_evaluation(driver, circuit.run_id, result)
         click.echo(f"stored on Run {circuit.run_id} (evaluation_json, eval_* properties)", err=True)
     click.echo(f"wrote {out / 'evaluation.json'} and {len(plots)} plots to {out}")
@@ -223,32 +222,3 @@ def evaluate_command(
 
     for key, value in headline(result).items():
         click.echo(f"  {key}: {value:.3f}")
-
-
-def _open(run_id, circuit_json, model_name, weights, images, device):
-    """(OpenedRun with patches, a fresh graph context for writing back or None)."""
-    from graphmodel.records import Circuit
-    from ingest.cli_options import resolve_device
-    from ingest.cli_run import graph, open_stored_run
-    from ingest.run_context import RunSourceError, open_run
-
-    if run_id:
-        with graph() as (_cfg, driver):
-            opened = open_stored_run(
-                driver,
-                run_id,
-                model_name=model_name,
-                weights=weights,
-                images=images,
-                device=device,
-                with_patches=True,
-            )
-        return opened, graph()
-    circuit = Circuit.load(circuit_json)
-    try:
-        opened = open_run(
-            circuit, model=model_name, weights=weights, images=images, device=resolve_device(device)
-        )
-    except RunSourceError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return opened, None

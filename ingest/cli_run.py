@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import click
 
 
-def run_options(fn: Callable) -> Callable:
-    """--run plus overrides for where the run's inputs are now (they default to what the Run records)."""
+def run_options(fn: Callable, *, circuit: bool = False) -> Callable:
+    """--run plus overrides for where the run's inputs are now (they default to what the Run records).
+
+    With circuit=True, --run is optional and --circuit (a saved circuit.json whose `source` records
+    the model and images) may stand in for it: see `open_run_or_circuit`."""
     options = [
-        click.option("--run", "run_id", required=True, help="Run id (see `neurflow query` or Browser)."),
+        click.option(
+            "--run",
+            "run_id",
+            required=not circuit,
+            help="Run id (see `neurflow query` or Browser)" + ("; or give --circuit." if circuit else "."),
+        ),
         click.option("--model", "model_name", help="Model argument, when not the one the run recorded."),
         click.option(
             "--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file, if moved."
@@ -24,9 +33,22 @@ def run_options(fn: Callable) -> Callable:
         ),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     ]
+    if circuit:
+        options.insert(
+            1,
+            click.option(
+                "--circuit",
+                "circuit_json",
+                type=click.Path(exists=True, dir_okay=False),
+                help="A saved circuit.json instead of a stored run (no graph needed).",
+            ),
+        )
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+run_or_circuit_options = partial(run_options, circuit=True)
 
 
 @contextmanager
@@ -79,4 +101,49 @@ def open_stored_run(
             with_patches=with_patches,
         )
     except (RunSourceError, GraphStoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def open_run_or_circuit(
+    run_id: str | None,
+    circuit_json: str | None,
+    *,
+    model_name: str | None,
+    weights: str | None,
+    images: str | None,
+    device: str,
+    with_patches: bool,
+):
+    """The `OpenedRun` of a stored run (--run) or of a saved circuit.json (--circuit): exactly one."""
+    from graphmodel.records import Circuit
+    from ingest.cli_options import resolve_device
+    from ingest.run_context import RunSourceError, open_run
+
+    if bool(run_id) == bool(circuit_json):
+        raise click.UsageError("give exactly one of --run ID and --circuit circuit.json")
+    if run_id:
+        with graph() as (_cfg, driver):
+            return open_stored_run(
+                driver,
+                run_id,
+                model_name=model_name,
+                weights=weights,
+                images=images,
+                device=device,
+                with_patches=with_patches,
+            )
+    try:
+        circuit = Circuit.load(circuit_json)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"cannot read circuit {circuit_json}: {exc}") from exc
+    try:
+        return open_run(
+            circuit,
+            model=model_name,
+            weights=weights,
+            images=images,
+            device=resolve_device(device),
+            with_patches=with_patches,
+        )
+    except RunSourceError as exc:
         raise click.ClickException(str(exc)) from exc
