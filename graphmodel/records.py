@@ -101,6 +101,15 @@ class GroupEdgeRecord:
     edges: int  # number of hyperedges summed into W
 
 
+def class_feed_weights(
+    top_neurons: list[NeuronRecord], top_groups: list[NeuronGroupRecord]
+) -> dict[str, float]:
+    """W of each top-layer neuron group into the class (FEEDS -> Class): the share of the top layer's
+    concept patches that the group covers. The one definition the writer, the report and debug use."""
+    concept_size = sum(len(n.concept) for n in top_neurons) or 1
+    return {g.ng_id: len(g.patch_ids) / concept_size for g in top_groups}
+
+
 @dataclass
 class LabelRecord:
     """A concept label of a semantic group or neuron group: LABELED {score, method, rank} -> Concept."""

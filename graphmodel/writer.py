@@ -17,7 +17,7 @@ from typing import Any
 from neo4j import Driver, ManagedTransaction
 
 from graphmodel.connection import GraphStoreError
-from graphmodel.records import Circuit, LayerStep, PatchRecord
+from graphmodel.records import Circuit, LayerStep, PatchRecord, class_feed_weights
 from graphmodel.schema import SCHEMA_VERSION, ensure_schema
 
 BATCH_SIZE = 2000
@@ -459,10 +459,9 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
         ],
     }
     if step.layer.depth == 0:
-        concept_size = sum(len(n.concept) for n in step.neurons) or 1
+        weights = class_feed_weights(step.neurons, step.neuron_groups)
         rows["groups_to_class"] = [
-            {"ng_id": g.ng_id, "weight": len(g.patch_ids) / concept_size, "edges": len(g.sg_ids)}
-            for g in step.neuron_groups
+            {"ng_id": g.ng_id, "weight": weights[g.ng_id], "edges": len(g.sg_ids)} for g in step.neuron_groups
         ]
     return rows
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphmodel.records import Circuit, NeuronGroupRecord
+from graphmodel.records import Circuit, NeuronGroupRecord, class_feed_weights
 from ingest.evaluate import knockout
 from ingest.layers import LayerCuts
 from ingest.metric import group_metric
@@ -54,7 +54,7 @@ from ingest.patches import (
     center_square,
     crop_boxes,
     list_images,
-    load_rgb,
+    load_images,
     resize,
     to_model_input,
 )
@@ -160,8 +160,7 @@ def influence(circuit: Circuit) -> dict[str, float]:
     by_layer: dict[str, list[NeuronGroupRecord]] = defaultdict(list)
     for g in circuit.neuron_groups:
         by_layer[g.layer].append(g)
-    concept_size = sum(len(n.concept) for n in circuit.neurons_at(layers[0])) or 1
-    to_class = {g.ng_id: len(g.patch_ids) / concept_size for g in by_layer[layers[0]]}
+    to_class = class_feed_weights(circuit.neurons_at(layers[0]), by_layer[layers[0]])
     total = sum(abs(w) for w in to_class.values()) or 1.0
     result = {gid: w / total for gid, w in to_class.items()}
     incoming: dict[str, float] = defaultdict(float)
@@ -440,10 +439,7 @@ def load_named_folder(folder: str | Path, size: int) -> tuple[list[str], Tensor]
     path relative to the folder."""
     root = Path(folder)
     files = list_images(root)
-    arrays = [resize(center_square(load_rgb(p)), size) for p in files]
-    return [str(p.relative_to(root)) for p in files], torch.from_numpy(np.stack(arrays)).permute(
-        0, 3, 1, 2
-    ).contiguous()
+    return [str(p.relative_to(root)) for p in files], load_images(files, size)
 
 
 def mask_effect(

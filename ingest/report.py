@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from graphmodel.records import Circuit, LabelRecord, NeuronGroupRecord
+from graphmodel.records import Circuit, LabelRecord, NeuronGroupRecord, class_feed_weights
 
 THUMB = 48  # CSS px of a node thumbnail
 THUMB_GAP = 4
@@ -171,10 +171,9 @@ def class_edges(circuit: Circuit) -> list[tuple[str, float, int]]:
     if not circuit.layers:
         return []
     top = min(circuit.layers, key=lambda layer: layer.depth).name
-    concept = sum(len(n.concept) for n in circuit.neurons_at(top)) or 1
-    return [
-        (g.ng_id, len(g.patch_ids) / concept, len(g.sg_ids)) for g in circuit.neuron_groups if g.layer == top
-    ]
+    groups = [g for g in circuit.neuron_groups if g.layer == top]
+    weights = class_feed_weights(circuit.neurons_at(top), groups)
+    return [(g.ng_id, weights[g.ng_id], len(g.sg_ids)) for g in groups]
 
 
 def _crossings(order_up: list[str], order_down: list[str], edges: list[tuple[str, str]]) -> int:
