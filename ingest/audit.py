@@ -29,7 +29,7 @@ from graphmodel.records import Circuit, LabelRecord, NeuronGroupRecord
 from ingest.evaluate import knockout
 from ingest.layers import LayerCuts
 from ingest.models import LoadedModel
-from ingest.patches import center_square, list_images, load_rgb, resize, to_model_input
+from ingest.patches import list_images, load_images, to_model_input
 
 
 @dataclass
@@ -124,8 +124,7 @@ class ConceptFinding:
 
 def load_folder(folder: str | Path, size: int) -> Tensor:
     """Every image of a folder (sorted, sub-folders included), centre-squared and resized."""
-    arrays = [resize(center_square(load_rgb(p)), size) for p in list_images(folder)]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return load_images(list_images(folder), size)
 
 
 def load_pairs(folder: str | Path, size: int) -> tuple[Tensor, Tensor]:
@@ -140,11 +139,9 @@ def load_pairs(folder: str | Path, size: int) -> tuple[Tensor, Tensor]:
         )
     order = sorted(names)
 
-    def load(sub: str) -> Tensor:
-        arrays = [resize(center_square(load_rgb(root / sub / n)), size) for n in order]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-    return load("without"), load("with")
+    return load_images([root / "without" / n for n in order], size), load_images(
+        [root / "with" / n for n in order], size
+    )
 
 
 def class_scores(
@@ -190,15 +187,22 @@ def group_effect(
     random_sets: int = 20,
     batch: int = 1024,
     rng: np.random.Generator | None = None,
+    unmasked: dict[int, tuple[Tensor, Tensor]] | None = None,
 ) -> GroupEffect:
-    """Mask the group (and `random_sets` random groups of its size at its layer) on every image set."""
+    """Mask the group (and `random_sets` random groups of its size at its layer) on every image set.
+
+    `unmasked` caches the plain model's scores per image set (keyed by the tensor's id), so testing
+    many groups on the same `data` runs the unmasked model once per set, not once per group."""
     rng = rng or np.random.default_rng(0)
     masks = _masks(cuts.width(group.layer), group.members, random_sets, rng)
+    cache = {} if unmasked is None else unmasked
 
     def scores(images: Tensor) -> tuple[Tensor, Tensor]:
         """[N + 2, images] rows: the group, the random groups, the unmasked model."""
         masked = class_scores(model, images, class_index, group.layer, masks, batch)
-        plain = class_scores(model, images, class_index, None, None, batch)
+        if id(images) not in cache:
+            cache[id(images)] = class_scores(model, images, class_index, None, None, batch)
+        plain = cache[id(images)]
         return torch.cat([masked[0], plain[0]]), torch.cat([masked[1], plain[1]])
 
     effect = GroupEffect(group.ng_id, group.layer, len(group.members), concept_score)
@@ -281,10 +285,19 @@ def run_audit(
     candidates = candidate_groups(circuit, labels, expected, min_score=min_score, max_rank=max_rank)
     rng = np.random.default_rng(seed)
     tested: dict[str, GroupEffect] = {}
+    unmasked: dict[int, tuple[Tensor, Tensor]] = {}
     todo = sorted({g.ng_id: g for pairs in candidates.values() for g, _ in pairs}.items())
     for done, (group_id, group) in enumerate(todo):
         tested[group_id] = group_effect(
-            model, cuts, circuit.class_index, group, data, random_sets=random_sets, batch=batch, rng=rng
+            model,
+            cuts,
+            circuit.class_index,
+            group,
+            data,
+            random_sets=random_sets,
+            batch=batch,
+            rng=rng,
+            unmasked=unmasked,
         )
         progress(done + 1, len(todo))
     findings = []

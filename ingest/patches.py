@@ -74,6 +74,13 @@ def center_square(arr: np.ndarray) -> np.ndarray:
     return arr[top : top + side, left : left + side]
 
 
+def load_images(paths: Sequence[Path], size: int) -> Tensor:
+    """uint8 [N, 3, size, size]: each image centre-squared and resized, as whole images are before
+    cropping (the images of a folder given to `label`, `audit`, `debug` and `evaluate`)."""
+    arrays = [resize(center_square(load_rgb(Path(p))), size) for p in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
 def to_model_input(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 [B, 3, S, S] -> normalised float [B, 3, S, S] on the same device."""
     m = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)

@@ -41,7 +41,7 @@ from graphmodel.records import Circuit, LabelRecord
 from ingest.layers import LayerCuts
 from ingest.metric import group_metric
 from ingest.models import LoadedModel
-from ingest.patches import IMAGE_SUFFIXES, center_square, load_rgb, resize, to_model_input
+from ingest.patches import IMAGE_SUFFIXES, load_images, to_model_input
 
 NEGATIVES = "_negatives"
 MIN_EXEMPLARS = 5
@@ -107,9 +107,8 @@ def load_concept_bank(folder: str | Path, size: int, *, min_exemplars: int = MIN
             f"{min_exemplars} negatives ({NEGATIVES}/<concept>/ or shared {NEGATIVES}/*.png); "
             + "; ".join(problems)
         )
-    pixels = np.stack([resize(center_square(load_rgb(p)), size) for p in files])
     return ConceptBank(
-        torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+        load_images(files, size),
         [str(p.relative_to(root)) for p in files],
         positives,
         negatives,
