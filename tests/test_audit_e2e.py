@@ -44,12 +44,12 @@ def _invoke(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture(scope="module")
-def bee_run(stack, driver, data) -> dict:
+def _ingest_bee(model: str, data: dict[str, Path]) -> str:
+    """`neurflow ingest` of the bee images with the demo's settings; returns the run id."""
     out = _invoke(
         "ingest",
         "--model",
-        "planted_cnn",
+        model,
         "--images",
         str(data["images"]),
         "--class",
@@ -61,9 +61,14 @@ def bee_run(stack, driver, data) -> dict:
         "--local-patches",
         str(data["patches"]),
     )
-    run_id = next(
+    return next(
         line.split()[1] for line in out.splitlines() if line.startswith("run ") and "COMPLETE" in line
     )
+
+
+@pytest.fixture(scope="module")
+def bee_run(stack, driver, data) -> dict:
+    run_id = _ingest_bee("planted_cnn", data)
     labelled = _invoke("label", "--run", run_id, "--concepts", str(data["bank"]))
     model_id = driver.execute_query("MATCH (r:Run {run_id: $id}) RETURN r.model_id AS m", id=run_id)[0][0][
         "m"
@@ -197,24 +202,7 @@ def _concepts_used(driver, run_id: str) -> set[str]:
 
 
 def test_cross_model_concepts_compares_the_bee_class_under_two_architectures(driver, bee_run, data):
-    out = _invoke(
-        "ingest",
-        "--model",
-        "planted_resnet",
-        "--images",
-        str(data["images"]),
-        "--class",
-        "bee",
-        "--steps",
-        "16",
-        "--quadrature",
-        "gausslegendre",
-        "--local-patches",
-        str(data["patches"]),
-    )
-    resnet_run = next(
-        line.split()[1] for line in out.splitlines() if line.startswith("run ") and "COMPLETE" in line
-    )
+    resnet_run = _ingest_bee("planted_resnet", data)
     _invoke("label", "--run", resnet_run, "--concepts", str(data["bank"]))
     resnet_model = driver.execute_query("MATCH (r:Run {run_id: $id}) RETURN r.model_id AS m", id=resnet_run)[
         0
