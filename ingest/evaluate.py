@@ -287,6 +287,7 @@ def correlation(
                     "pearson": float(np.mean(v)) if v else None,
                     "spearman": float(np.mean(spearman[m])) if v else None,
                     "targets": len(v),
+                    "per_target": [round(x, 4) for x in v],
                 }
                 for m, v in per_size.items()
             },

@@ -1,7 +1,8 @@
 """The paper's fidelity checks (§4, App. D.7) on the planted-concept benchmark's bee circuit.
 
-Small on purpose (6 images, k = 20, 4 Gauss-Legendre steps, the top three layers): the numbers are
-printed so a run shows how far each claim holds, and the acceptance thresholds of issue 5 are asserted.
+Small on purpose (6 images, k = 20, 4 Gauss-Legendre steps, the top three layers), except check (c),
+which needs the paper's patch-set size (40 images, k = 50): the numbers are printed so a run shows how
+far each claim holds, and the acceptance thresholds of issue 5 are asserted.
 """
 
 import json
@@ -120,16 +121,34 @@ def test_fidelity_masking_and_retaining_core_neurons(bee):
         assert kept["core"] >= kept["random"], (name, kept)
 
 
-def test_correlation_of_loss_and_importance(bee):
-    model, cuts, circuit, patches = bee
-    result = correlation(model, cuts, patches, circuit, sizes=(1, 10), sets_per_size=20, max_targets=2, **GL)
+@pytest.fixture(scope="module")
+def bee_paper_size(tmp_path_factory):
+    """The paper's patch-set size for check (c): 40 images (2360 patches), k = 50, N = 50 Riemann steps.
+
+    The loss moves in steps of 1/k only when a knockout pushes a patch across the top-k boundary; with
+    the small fixture's 354 patches and k = 20 that rarely happens and the correlation measures noise
+    (benchmarks/correlation_vs_patch_set.py, docs/evaluation.md). Only the top two layers: below them a
+    target costs minutes on 2 cores.
+    """
+    model = load_model("planted_cnn")
+    folder = write_image_folder(tmp_path_factory.mktemp("bee40") / "images", "bee", 40, seed=1234)
+    cfg = ExtractConfig(layers=LAYERS, k=50, steps=50, quadrature="riemann_right", max_images=40)
+    circuit, patches = extract_circuit(model, folder, model.class_names.index("bee"), cfg)
+    return model, LayerCuts(model.module, LAYERS, model.input_size), circuit, patches
+
+
+def test_correlation_of_loss_and_importance_at_tau_1(bee_paper_size):
+    model, cuts, circuit, patches = bee_paper_size
+    assert len(patches) >= 2000
+    result = correlation(
+        model, cuts, patches, circuit, sizes=(1,), max_targets=3, steps=50, method="riemann_right"
+    )
     _show("correlation", result)
-    at_one = [layer["by_size"]["1"]["pearson"] for layer in result.values()]
-    measured = [c for c in at_one if c is not None]
-    assert measured, "no layer had a single-neuron knockout that changed its concept"
-    assert np.mean(measured) > 0.1, at_one  # more importance must mean more concept change
-    if np.mean(measured) < 0.5:
-        pytest.xfail(f"correlation at tau=1 is {np.mean(measured):.2f} < 0.5 at this small size: {at_one}")
+    assert set(result) == {"fc", "block4"}
+    at_one = {name: layer["by_size"]["1"] for name, layer in result.items()}
+    assert all(v["targets"] == min(3, len(circuit.neurons_at(n))) for n, v in at_one.items()), at_one
+    assert all(v["pearson"] > 0 for v in at_one.values()), at_one
+    assert np.mean([v["pearson"] for v in at_one.values()]) >= 0.5, at_one
 
 
 def test_evaluate_cli_writes_json_plots_and_headlines(bee, tmp_path):
