@@ -68,6 +68,12 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 )
 @click.option("--sizes", default="1,5,10,20,50", show_default=True, help="(c) random-set sizes.")
 @click.option("--sets-per-size", default=50, show_default=True, help="(c) random sets per size (>1).")
+@click.option(
+    "--max-single",
+    type=click.IntRange(min=2),
+    default=None,
+    help="(c) at size 1, knock out this many random neurons instead of every neuron of a wider layer.",
+)
 @click.option("--ks", default="30,50,70,90,110,150,190", show_default=True, help="(d) values of k.")
 @click.option("--seed", default=0, show_default=True)
 def evaluate_command(
@@ -85,6 +91,7 @@ def evaluate_command(
     fidelity_random_sets: int,
     sizes: str,
     sets_per_size: int,
+    max_single: int | None,
     ks: str,
     device: str,
     seed: int,
@@ -178,6 +185,7 @@ def evaluate_command(
                 circuit,
                 sizes=_ints(sizes, "--sizes"),
                 sets_per_size=sets_per_size,
+                max_single=max_single,
                 max_targets=max_targets,
                 steps=steps,
                 method=method,

@@ -240,6 +240,7 @@ def correlation(
     *,
     sizes: Sequence[int] = (1, 5, 10, 20, 50),
     sets_per_size: int = 50,
+    max_single: int | None = None,
     max_targets: int | None = 5,
     steps: int = 50,
     method: str = "riemann_right",
@@ -248,7 +249,9 @@ def correlation(
     progress: Callable[[str], None] = _quiet,
 ) -> dict:
     """Check (c): Pearson correlation between Σ_{s∈S}|T(a, s, V_a)| and the concept change 1 − L(S, a)
-    over random sets S of each size (size 1: every neuron of the layer below), averaged over targets.
+    over random sets S of each size (size 1: every neuron of the layer below, or `max_single` of them
+    drawn at random when the layer is wider: each costs a pass over the whole patch set), averaged over
+    targets.
 
     1 − L is used so that a positive correlation means what the paper's Fig. 6 shows: sets with more
     importance change the concept more. (Equivalently, −corr(L, Σ|T|).)
@@ -260,6 +263,7 @@ def correlation(
         layer = _Layer(cuts, patches, model, name, batch)
         per_size: dict[int, list[float]] = {m: [] for m in sizes}
         spearman: dict[int, list[float]] = {m: [] for m in sizes}
+        counts: dict[int, int] = {}
         for neuron in _targets(circuit, name, max_targets, rng):
             concept = _concept_rows(circuit, patches, neuron)
             att = layer.attributions(neuron.index, concept, steps, method)
@@ -267,11 +271,13 @@ def correlation(
             for m in sizes:
                 if m > layer.width:
                     continue
-                sets = (
-                    np.arange(layer.width)[:, None]
-                    if m == 1
-                    else _random_sets(rng, layer.width, m, sets_per_size)
-                )
+                if m > 1:
+                    sets = _random_sets(rng, layer.width, m, sets_per_size)
+                elif max_single is None or max_single >= layer.width:
+                    sets = np.arange(layer.width)[:, None]
+                else:
+                    sets = np.sort(rng.choice(layer.width, max_single, replace=False))[:, None]
+                counts[m] = len(sets)
                 losses = concept_losses(
                     layer.target_acts(neuron.index, _knock_masks(layer.width, sets)), concept, k
                 )
@@ -288,6 +294,7 @@ def correlation(
                     "spearman": float(np.mean(spearman[m])) if v else None,
                     "targets": len(v),
                     "per_target": [round(x, 4) for x in v],
+                    "sets": counts.get(m, 0),
                 }
                 for m, v in per_size.items()
             },

@@ -166,7 +166,7 @@ def test_evaluate_cli_writes_json_plots_and_headlines(bee, tmp_path):
     out = tmp_path / "eval"
     args = ["evaluate", "--circuit", str(saved), "--held-out", str(tmp_path / "held"), "--out", str(out)]
     args += ["--random-sets", "5", "--max-targets", "1", "--taus", "16", "--fidelity-random-sets", "2"]
-    args += ["--sizes", "1,5", "--sets-per-size", "5", "--ks", "30,50"]
+    args += ["--sizes", "1,5", "--sets-per-size", "5", "--max-single", "8", "--ks", "30,50"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "evaluation.json").read_text())
@@ -175,6 +175,8 @@ def test_evaluate_cli_writes_json_plots_and_headlines(bee, tmp_path):
     for path in data["plots"].values():
         with Image.open(path) as png:
             assert png.format == "PNG" and png.size[0] > 200
+    assert {layer["by_size"]["1"]["sets"] for layer in data["correlation"].values()} == {8}  # of 256
+    assert {layer["by_size"]["5"]["sets"] for layer in data["correlation"].values()} == {5}
     assert "eval_stability_mean_overlap" in result.output
     bad = CliRunner().invoke(main, ["evaluate", "--circuit", str(saved), "--checks", "fidelity"])
     assert bad.exit_code == 2 and "--held-out" in bad.output
