@@ -175,10 +175,6 @@ def debug_command(
     }
     written = []
     if out_dir:
-        try:
-            import matplotlib  # noqa: F401  (the PNGs need it; a dev dependency)
-        except ImportError:
-            raise click.ClickException("--out draws PNGs with matplotlib: pip install matplotlib") from None
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = Path(image).stem

@@ -502,6 +502,26 @@ def mask_effect(
 # ---------------------------------------------------------------------------------- contact sheet
 
 
+def _bare(axes) -> None:
+    """No ticks on a row of thumbnails; cells left without an image are hidden."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.axis("off")
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def contact_sheet(
     result: DebugResult,
     image: np.ndarray,
@@ -514,14 +534,11 @@ def contact_sheet(
     """A PNG: one row per group (default: the top 5), the image with the boxes of the group's crops
     above the threshold, then those crops (best first, at most `per_group`, or the best crop when
     none passes) with their M."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-    except ImportError as exc:  # matplotlib is a dev dependency
-        raise RuntimeError("the contact sheet needs matplotlib: pip install matplotlib") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     rows = list(groups if groups is not None else result.top(5))
     if not rows:
@@ -548,23 +565,14 @@ def contact_sheet(
                 ax.imshow(crops[i])
                 passed = "" if i in g.above else " (<thr)"
                 ax.set_title(f"M {g.m[i]:.2f}{passed}", fontsize=7)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if not ax.images:
-                ax.axis("off")
+        _bare(axes[r])
     title = (
         f"run {result.run_id}: predicted {result.predicted_name or result.predicted} "
         f"({result.predicted_probability:.2f}); P({result.class_name or result.class_index}) = "
         f"{result.class_probability:.2f}; crops with M >= {result.threshold}"
     )
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def drop_sheet(effect: MaskEffect, images: tuple[list[str], Tensor], path: str | Path) -> Path:
@@ -581,19 +589,10 @@ def drop_sheet(effect: MaskEffect, images: tuple[list[str], Tensor], path: str |
     for ax, d in zip(axes[0], drops, strict=False):
         ax.imshow(pixels[index[d.image]].permute(1, 2, 0).numpy())
         ax.set_title(f"{Path(d.image).name}\ndrop {d.drop:.2f}", fontsize=7)
-    for ax in axes[0]:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if not ax.images:
-            ax.axis("off")
+    _bare(axes[0])
     fig.suptitle(
         f"masking {effect.group_id.split('/', 1)[-1]}: largest class-logit drops of {effect.images_scanned} "
         "images",
         fontsize=8,
     )
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
