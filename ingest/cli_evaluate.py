@@ -15,15 +15,14 @@ from ingest.cli_run import graph, open_run_or_circuit, run_or_circuit_options
 CHECKS = ("optimality", "fidelity", "correlation", "k_stability")
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
+def _ints(_ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
+    """Click callback: a comma-separated list of integers, checked before any work starts."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a comma-separated list of integers", param_hint=option
-        ) from None
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param=param) from None
     if not values:
-        raise click.BadParameter("give at least one value", param_hint=option)
+        raise click.BadParameter("give at least one value", param=param)
     return values
 
 
@@ -62,11 +61,13 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 @click.option(
     "--max-targets", default=5, show_default=True, help="(a, c, d) circuit neurons tested per layer."
 )
-@click.option("--taus", default="4,8,16", show_default=True, help="(b) core-set sizes.")
+@click.option("--taus", default="4,8,16", show_default=True, callback=_ints, help="(b) core-set sizes.")
 @click.option(
     "--fidelity-random-sets", default=10, show_default=True, help="(b) random sets per layer and τ."
 )
-@click.option("--sizes", default="1,5,10,20,50", show_default=True, help="(c) random-set sizes.")
+@click.option(
+    "--sizes", default="1,5,10,20,50", show_default=True, callback=_ints, help="(c) random-set sizes."
+)
 @click.option("--sets-per-size", default=50, show_default=True, help="(c) random sets per size (>1).")
 @click.option(
     "--max-single",
@@ -74,7 +75,9 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     default=None,
     help="(c) at size 1, knock out this many random neurons instead of every neuron of a wider layer.",
 )
-@click.option("--ks", default="30,50,70,90,110,150,190", show_default=True, help="(d) values of k.")
+@click.option(
+    "--ks", default="30,50,70,90,110,150,190", show_default=True, callback=_ints, help="(d) values of k."
+)
 @click.option("--seed", default=0, show_default=True)
 def evaluate_command(
     run_id: str | None,
@@ -87,12 +90,12 @@ def evaluate_command(
     out_dir: str,
     random_sets: int,
     max_targets: int,
-    taus: str,
+    taus: tuple[int, ...],
     fidelity_random_sets: int,
-    sizes: str,
+    sizes: tuple[int, ...],
     sets_per_size: int,
     max_single: int | None,
-    ks: str,
+    ks: tuple[int, ...],
     device: str,
     seed: int,
 ) -> None:
@@ -123,7 +126,7 @@ def evaluate_command(
         weights=weights,
         images=images,
         device=device,
-        with_patches=True,
+        with_patches=any(c != "fidelity" for c in wanted),  # (b) uses held-out images, not the patch set
     )
     model, cuts, circuit, patches = opened.model, opened.cuts, opened.circuit, opened.patches
     steps = int(circuit.params.get("steps", 50))
@@ -169,7 +172,7 @@ def evaluate_command(
                 circuit,
                 held,
                 labels,
-                taus=_ints(taus, "--taus"),
+                taus=taus,
                 random_sets=fidelity_random_sets,
                 seed=seed,
                 progress=tick,
@@ -183,7 +186,7 @@ def evaluate_command(
                 cuts,
                 patches,
                 circuit,
-                sizes=_ints(sizes, "--sizes"),
+                sizes=sizes,
                 sets_per_size=sets_per_size,
                 max_single=max_single,
                 max_targets=max_targets,
@@ -201,7 +204,7 @@ def evaluate_command(
                 cuts,
                 patches,
                 circuit,
-                ks=_ints(ks, "--ks"),
+                ks=ks,
                 max_targets=max_targets,
                 steps=steps,
                 method=method,

@@ -180,3 +180,5 @@ def test_evaluate_cli_writes_json_plots_and_headlines(bee, tmp_path):
     assert "eval_stability_mean_overlap" in result.output
     bad = CliRunner().invoke(main, ["evaluate", "--circuit", str(saved), "--checks", "fidelity"])
     assert bad.exit_code == 2 and "--held-out" in bad.output
+    bad = CliRunner().invoke(main, ["evaluate", "--circuit", str(saved), "--ks", "30,x"])
+    assert bad.exit_code == 2 and "'--ks': '30,x' is not a comma-separated list" in bad.output
