@@ -19,7 +19,7 @@ from typing import Any
 
 from neo4j import Driver, ManagedTransaction
 
-from graphmodel.connection import GraphStoreError
+from graphmodel.connection import GraphStoreError, read_rows
 from graphmodel.labels import concept_name
 from graphmodel.schema import ensure_schema
 
@@ -103,18 +103,12 @@ def write_audit(driver: Driver, run_id: str, settings: dict[str, Any], findings:
 def read_audits(driver: Driver, run_id: str) -> list[dict[str, Any]]:
     """The run's audits, newest first, each with its findings as stored."""
 
-    def work(tx: ManagedTransaction) -> list[dict]:
-        return [
-            r.data()
-            for r in tx.run(
-                "MATCH (:Run {run_id: $run_id})-[:HAS_AUDIT]->(a:AuditResult) "
-                "RETURN a.audit_id AS audit_id, a.expected AS expected, a.params_json AS params, "
-                "a.findings_json AS findings, toString(a.created_at) AS created_at "
-                "ORDER BY a.created_at DESC",
-                run_id=run_id,
-            )
-        ]
-
-    with driver.session() as session:
-        rows = session.execute_read(work)
+    rows = read_rows(
+        driver,
+        "MATCH (:Run {run_id: $run_id})-[:HAS_AUDIT]->(a:AuditResult) "
+        "RETURN a.audit_id AS audit_id, a.expected AS expected, a.params_json AS params, "
+        "a.findings_json AS findings, toString(a.created_at) AS created_at "
+        "ORDER BY a.created_at DESC",
+        run_id=run_id,
+    )
     return [{**r, "params": json.loads(r["params"]), "findings": json.loads(r["findings"])} for r in rows]

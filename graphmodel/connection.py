@@ -8,8 +8,9 @@ local Neo4j, so an ingest survives one.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from neo4j import Driver, GraphDatabase
+from neo4j import Driver, GraphDatabase, ManagedTransaction
 from neo4j.exceptions import AuthError, ConfigurationError, DriverError, Neo4jError, ServiceUnavailable
 
 from graphmodel.stack.config import StackConfig, load_config
@@ -80,3 +81,14 @@ def connect(
         driver.close()
         raise GraphStoreError(unreachable_message(cfg.neo4j_uri, exc)) from exc
     return driver
+
+
+def read_rows(driver: Driver, query: str, **params: Any) -> list[dict[str, Any]]:
+    """Every row of one read-only query, as dicts, in a managed read transaction (retried on transient
+    errors like every transaction of the store)."""
+
+    def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
+        return [record.data() for record in tx.run(query, params)]
+
+    with driver.session() as session:
+        return session.execute_read(work)

@@ -33,7 +33,7 @@ from typing import Any
 
 from neo4j import Driver, ManagedTransaction
 
-from graphmodel.connection import GraphStoreError
+from graphmodel.connection import GraphStoreError, read_rows
 
 
 @dataclass
@@ -182,11 +182,7 @@ def read_explanations(
 ) -> dict[str, FormationRecord]:
     """The run's formation explanations keyed by parent group id, children by rank."""
 
-    def work(tx: ManagedTransaction) -> list[dict]:
-        return [r.data() for r in tx.run(_READ, run_id=run_id, method=method)]
-
-    with driver.session() as session:
-        rows = session.execute_read(work)
+    rows = read_rows(driver, _READ, run_id=run_id, method=method)
     out = {}
     for r in rows:
         children = [
@@ -270,3 +266,17 @@ def labelling_inputs(driver: Driver, run_id: str) -> list[GroupInput]:
         for r in rows
     ]
     return sorted(groups, key=lambda g: (-g.depth, g.layer, g.position, g.ng_id))
+
+
+_SEMANTIC_GROUP_EXEMPLARS = """
+MATCH (s:SemanticGroup {run_id: $run_id})-[e:EXEMPLAR]->(p:Patch)
+WITH s, e, p ORDER BY e.rank, p.patch_id
+RETURN s.sg_id AS sg_id, collect([p.patch_id, p.uri]) AS exemplars
+ORDER BY sg_id
+"""
+
+
+def semantic_group_exemplars(driver: Driver, run_id: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """[(sg_id, [(patch_id, uri or None)])] for every semantic group of the run, exemplars by rank."""
+    rows = read_rows(driver, _SEMANTIC_GROUP_EXEMPLARS, run_id=run_id)
+    return [(r["sg_id"], [(pid, uri) for pid, uri in r["exemplars"]]) for r in rows]

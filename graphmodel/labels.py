@@ -16,7 +16,7 @@ from typing import Any
 
 from neo4j import Driver, ManagedTransaction
 
-from graphmodel.connection import GraphStoreError
+from graphmodel.connection import GraphStoreError, read_rows
 from graphmodel.records import LabelRecord
 from graphmodel.schema import ensure_schema
 
@@ -138,21 +138,15 @@ def remove_label(driver: Driver, group_id: str, concept: str, *, method: str = "
 def read_labels(driver: Driver, run_id: str, *, method: str | None = None) -> dict[str, list[LabelRecord]]:
     """Every label of the run's groups, best first per group (score descending), keyed by group id."""
 
-    def work(tx: ManagedTransaction) -> list[dict]:
-        return [
-            r.data()
-            for r in tx.run(
-                "MATCH (g {run_id: $run_id})-[l:LABELED]->(c:Concept) "
-                "WHERE (g:NeuronGroup OR g:SemanticGroup) AND ($method IS NULL OR l.method = $method) "
-                "RETURN coalesce(g.ng_id, g.sg_id) AS group_id, c.name AS concept, l.score AS score, "
-                "l.method AS method, l.rank AS rank, l.details_json AS details",
-                run_id=run_id,
-                method=method,
-            )
-        ]
-
-    with driver.session() as session:
-        rows = session.execute_read(work)
+    rows = read_rows(
+        driver,
+        "MATCH (g {run_id: $run_id})-[l:LABELED]->(c:Concept) "
+        "WHERE (g:NeuronGroup OR g:SemanticGroup) AND ($method IS NULL OR l.method = $method) "
+        "RETURN coalesce(g.ng_id, g.sg_id) AS group_id, c.name AS concept, l.score AS score, "
+        "l.method AS method, l.rank AS rank, l.details_json AS details",
+        run_id=run_id,
+        method=method,
+    )
     out: dict[str, list[LabelRecord]] = defaultdict(list)
     for r in rows:
         out[r["group_id"]].append(

@@ -272,30 +272,21 @@ def label_groups(
     return labels
 
 
-_SEMANTIC_GROUP_EXEMPLARS = """
-MATCH (s:SemanticGroup {run_id: $run_id})-[e:EXEMPLAR]->(p:Patch)
-WITH s, e, p ORDER BY e.rank, p.patch_id
-RETURN s.sg_id AS sg_id, collect([p.patch_id, p.uri]) AS exemplars
-ORDER BY sg_id
-"""
-
-
 def group_exemplars(
     driver, run_id: str, exemplars: int, *, semantic_groups: bool = False
 ) -> list[tuple[str, list[tuple[str, str]]]]:
     """[(group_id, [(patch_id, uri)])]: each neuron group's first `exemplars` patches with a stored image,
     picked as the LLM labeller picks them (spread over its semantic groups), then, when asked, each
     semantic group's best `exemplars` patches by EXEMPLAR rank. GraphStoreError for an unknown run."""
-    from graphmodel.explanations import labelling_inputs
+    from graphmodel.explanations import labelling_inputs, semantic_group_exemplars
     from ingest.labelling.mllm import _uris
 
     out = [(g.ng_id, _uris(g, exemplars)) for g in labelling_inputs(driver, run_id)]
     if semantic_groups:
-        with driver.session() as session:
-            rows = session.execute_read(
-                lambda tx: [r.data() for r in tx.run(_SEMANTIC_GROUP_EXEMPLARS, run_id=run_id)]
-            )
-        out += [(r["sg_id"], [(pid, uri) for pid, uri in r["exemplars"] if uri][:exemplars]) for r in rows]
+        out += [
+            (sg_id, [(pid, uri) for pid, uri in patches if uri][:exemplars])
+            for sg_id, patches in semantic_group_exemplars(driver, run_id)
+        ]
     return out
 
 
