@@ -79,8 +79,6 @@ def open_stored_run(
     """The run's circuit from the graph, with its model (and patch set) loaded and checked."""
     from graphmodel.connection import GraphStoreError
     from graphmodel.reader import load_circuit, run_status
-    from ingest.cli_options import resolve_device
-    from ingest.run_context import RunSourceError, open_run
 
     state = run_status(driver, run_id)
     if state is None:
@@ -92,6 +90,19 @@ def open_stored_run(
         )
     try:
         circuit = load_circuit(driver, run_id)
+    except GraphStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return _open(circuit, model_name, weights, images, device, with_patches)
+
+
+def _open(
+    circuit, model_name: str | None, weights: str | None, images: str | None, device: str, with_patches: bool
+):
+    """`open_run` with its errors as click errors."""
+    from ingest.cli_options import resolve_device
+    from ingest.run_context import RunSourceError, open_run
+
+    try:
         return open_run(
             circuit,
             model=model_name,
@@ -100,7 +111,7 @@ def open_stored_run(
             device=resolve_device(device),
             with_patches=with_patches,
         )
-    except (RunSourceError, GraphStoreError) as exc:
+    except RunSourceError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -116,8 +127,6 @@ def open_run_or_circuit(
 ):
     """The `OpenedRun` of a stored run (--run) or of a saved circuit.json (--circuit): exactly one."""
     from graphmodel.records import Circuit
-    from ingest.cli_options import resolve_device
-    from ingest.run_context import RunSourceError, open_run
 
     if bool(run_id) == bool(circuit_json):
         raise click.UsageError("give exactly one of --run ID and --circuit circuit.json")
@@ -136,14 +145,4 @@ def open_run_or_circuit(
         circuit = Circuit.load(circuit_json)
     except (ValueError, KeyError, TypeError) as exc:
         raise click.ClickException(f"cannot read circuit {circuit_json}: {exc}") from exc
-    try:
-        return open_run(
-            circuit,
-            model=model_name,
-            weights=weights,
-            images=images,
-            device=resolve_device(device),
-            with_patches=with_patches,
-        )
-    except RunSourceError as exc:
-        raise click.ClickException(str(exc)) from exc
+    return _open(circuit, model_name, weights, images, device, with_patches)
