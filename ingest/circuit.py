@@ -30,7 +30,7 @@ from graphmodel.records import (
     SemanticGroupRecord,
 )
 from ingest.clustering import ward_silhouette
-from ingest.importance import pair_attributions, reference_scores
+from ingest.importance import pair_attributions, ranking_scores
 from ingest.layers import LayerCuts
 from ingest.models import LoadedModel
 from ingest.neuron_groups import group_edges, neuron_groups
@@ -221,8 +221,8 @@ def iter_circuit(
                 rows = att[offset : offset + len(concepts[a])]
                 offset += len(concepts[a])
                 total = rows.sum(0)
-                ranking_scores = total if cfg.ranking == "paper" else reference_scores(rows)
-                core, rule = select_core(ranking_scores, cfg.tau)
+                scores = ranking_scores(rows, cfg.ranking)
+                core, rule = select_core(scores, cfg.tau)
                 neuron.selection_rule = rule
                 neuron.children = core
                 chosen.update(core)
@@ -236,7 +236,7 @@ def iter_circuit(
                             parent=int(a),
                             rank=rank,
                             weight=float(total[s]) / denom,
-                            score=float(ranking_scores[s]),
+                            score=float(scores[s]),
                         )
                     )
                 for group_rows in members:

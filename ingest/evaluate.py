@@ -20,10 +20,11 @@ from scipy import stats
 from torch import Tensor, nn
 
 from graphmodel.records import Circuit
-from ingest.importance import pair_attributions
+from ingest.importance import pair_attributions, ranking_scores
 from ingest.layers import LayerCuts
 from ingest.models import LoadedModel
 from ingest.patches import PatchSet, to_model_input
+from ingest.selection import TauRule, select_core
 
 TAUS = (4, 8, 16)
 
@@ -330,6 +331,7 @@ def k_stability(
             f"base k={base_k} exceeds the {len(patches)} patches; use more images or a smaller k"
         )
     ranking = circuit.params.get("ranking", "paper")
+    rule = TauRule("count", tau)
     result = {}
     for name in circuit.layer_names()[:-1]:
         layer = _Layer(cuts, patches, model, name, batch)
@@ -337,11 +339,7 @@ def k_stability(
         for neuron in _targets(circuit, name, max_targets, rng):
             acts = layer.target_acts(neuron.index, torch.ones(1, layer.width))[0]
             _, att = _ig_scores(layer, acts, neuron.index, usable[-1], steps, method)
-            chosen = {}
-            for k in usable:
-                rows = att[:k]
-                scores = rows.sum(0).abs() if ranking == "paper" else rows.abs().mean(0)
-                chosen[k] = set(torch.argsort(scores, descending=True, stable=True)[:tau].tolist())
+            chosen = {k: set(select_core(ranking_scores(att[:k], ranking), rule)[0]) for k in usable}
             for k in usable:
                 overlaps[k].append(len(chosen[k] & chosen[base_k]))
             progress(name)

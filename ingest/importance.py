@@ -166,3 +166,9 @@ def importance_scores(pair_att: Tensor, groups: Sequence[Sequence[int]]) -> Tens
 def reference_scores(pair_att: Tensor) -> Tensor:
     """The reference code's ranking: per patch |channel attribution|, averaged over the patches."""
     return pair_att.abs().mean(0)
+
+
+def ranking_scores(pair_att: Tensor, ranking: str) -> Tensor:
+    """The scores S_a is chosen by (top |score|): "paper", T = Σ_v t (Eq. 2); "reference", the
+    reference code's mean_v |t|."""
+    return pair_att.sum(0) if ranking == "paper" else reference_scores(pair_att)
