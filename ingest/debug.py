@@ -47,7 +47,7 @@ from torch import Tensor
 from graphmodel.records import Circuit, NeuronGroupRecord, class_feed_weights
 from ingest.evaluate import knockout
 from ingest.layers import LayerCuts
-from ingest.metric import group_metric
+from ingest.metric import circuit_metric, metric_neurons
 from ingest.models import LoadedModel
 from ingest.patches import (
     DEFAULT_SCALES,
@@ -127,21 +127,9 @@ def layer_means(
 # ---------------------------------------------------------------------------- metric, influence
 
 
-def metric_neurons(group: NeuronGroupRecord) -> list[int]:
-    """The neurons the metric M uses: the core members (App. F), else every member."""
-    return list(group.core_members or group.members)
-
-
 def group_scores(circuit: Circuit, group: NeuronGroupRecord, acts: np.ndarray) -> np.ndarray:
     """M of `group` on every row of its layer's channel means `acts` [N, C] -> [N]."""
-    peaks = {n.index: n.max_activation for n in circuit.neurons_at(group.layer)}
-    neurons = metric_neurons(group)
-    missing = [m for m in neurons if m not in peaks]
-    if missing:
-        raise ValueError(
-            f"neurons {missing} of {group.layer} are not circuit neurons of run {circuit.run_id}"
-        )
-    return group_metric(acts[:, neurons], np.array([peaks[m] for m in neurons]))
+    return circuit_metric(circuit, group.layer, metric_neurons(group), acts)
 
 
 def class_layer(circuit: Circuit) -> str:

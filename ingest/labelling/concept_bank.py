@@ -39,7 +39,7 @@ from torch import Tensor
 
 from graphmodel.records import Circuit, LabelRecord
 from ingest.layers import LayerCuts
-from ingest.metric import group_metric
+from ingest.metric import circuit_metric, metric_neurons
 from ingest.models import LoadedModel
 from ingest.patches import IMAGE_SUFFIXES, load_images, to_model_input
 
@@ -160,14 +160,6 @@ def _labels_for(
     ]
 
 
-def _normalised(acts: np.ndarray, circuit: Circuit, layer: str, members: list[int]) -> np.ndarray:
-    peaks = {n.index: n.max_activation for n in circuit.neurons_at(layer)}
-    missing = [m for m in members if m not in peaks]
-    if missing:
-        raise ValueError(f"neurons {missing} of {layer} are not circuit neurons of run {circuit.run_id}")
-    return group_metric(acts[:, members], np.array([peaks[m] for m in members]))
-
-
 def _soft_assign(rep: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """[N, J] softmax over clusters of the cosine similarity between r(v) and each centroid."""
     r = rep / np.maximum(np.linalg.norm(rep, axis=1, keepdims=True), 1e-12)
@@ -196,7 +188,7 @@ def label_circuit(
             continue
         assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
         for column, group in enumerate(groups):
-            metric = _normalised(acts[layer], circuit, layer, group.core_members or group.members)
+            metric = circuit_metric(circuit, layer, metric_neurons(group), acts[layer])
             labels += _labels_for(group.ng_id, metric * assign[:, column], bank, top, min_score)
     if not semantic_groups:
         return labels
@@ -204,7 +196,7 @@ def label_circuit(
     for sg in circuit.semantic_groups:
         by_neuron.setdefault((sg.layer, sg.neuron), []).append(sg)
     for (layer, neuron), groups in by_neuron.items():
-        own = _normalised(acts[layer], circuit, layer, [neuron])
+        own = circuit_metric(circuit, layer, [neuron], acts[layer])
         groups.sort(key=lambda g: g.j)
         assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
         for column, sg in enumerate(groups):
