@@ -19,10 +19,10 @@ import time
 import numpy as np
 import torch
 
-from ingest.circuit import ExtractConfig, extract_circuit
-from ingest.evaluate import correlation
-from ingest.layers import LayerCuts
-from ingest.models import load_model
+from ingest.analysis.evaluate import correlation
+from ingest.core.circuit import ExtractConfig, extract_circuit
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
 from ingest.planted.data import write_image_folder
 
 

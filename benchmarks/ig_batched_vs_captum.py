@@ -2,7 +2,7 @@
 
 Same model, patches, targets, steps and quadrature on both sides. The loop is what the reference code
 does: for every target neuron, Captum over its top-k patches in batches of 4 patches x N steps. The
-batched pass (ingest.importance.pair_attributions) shares each patch's forward pass between the
+batched pass (ingest.core.importance.pair_attributions) shares each patch's forward pass between the
 targets whose concepts contain it and runs the backward for all of them at once.
 
 Prints wall times, the speed ratio, and the overlap of the top-tau core-neuron sets.
@@ -22,9 +22,10 @@ import torch
 import torchvision
 from captum.attr import IntegratedGradients
 
-from ingest.importance import pair_attributions
-from ingest.layers import LayerCuts
-from ingest.selection import TauRule, select_core
+from ingest.core.importance import pair_attributions
+from ingest.core.layers import LayerCuts
+from ingest.core.selection import select_core
+from ingest.core.tau import TauRule
 
 
 def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:

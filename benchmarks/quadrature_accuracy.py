@@ -19,12 +19,13 @@ from itertools import pairwise
 import numpy as np
 import torch
 
-from ingest.importance import pair_attributions
-from ingest.layers import LayerCuts
-from ingest.models import load_model
-from ingest.patches import build_patch_set, to_model_input
+from ingest.core.importance import pair_attributions
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
+from ingest.core.patches import build_patch_set, to_model_input
+from ingest.core.selection import select_core
+from ingest.core.tau import TauRule
 from ingest.planted.data import write_image_folder
-from ingest.selection import TauRule, select_core
 
 RULES = [
     ("gausslegendre", 128),

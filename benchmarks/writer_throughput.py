@@ -51,7 +51,7 @@ def synthetic_circuit(
     """A circuit with the shape the core produces (same invariants, random values): the logit at
     ``widths[0]``, ``tau`` children per target, 2-5 semantic groups per neuron partitioning its
     top-``k`` concept, neuron groups over the semantic groups, group edges from hyperedges."""
-    from ingest.neuron_groups import group_edges
+    from ingest.core.neuron_groups import group_edges
 
     rng = random.Random(seed)
     names = ["fc", *[f"block{len(widths) - 1 - i}" for i in range(len(widths) - 1)]]

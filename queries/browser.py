@@ -11,8 +11,9 @@
 * ``neurflow-queries.zip``: every `.cypher` file under ``NeurFlow/``; dropped onto Browser, it
   becomes a "NeurFlow" folder of favourites.
 
-``neurflow query --browser-assets DIR`` writes all three; the Browser server imports this module to
-serve them, generated afresh for every request.
+``neurflow query --browser-assets DIR`` writes all three; the local stack's Browser server serves
+them through `guide_asset`, registered as the ``neurflow.browser_guide`` entry point (pyproject.toml),
+generated afresh for every request.
 """
 
 from __future__ import annotations
@@ -257,3 +258,16 @@ def write_assets(
     paths["guide"].write_text(guide_html(directory, style_url=style_url))
     paths["favorites"].write_bytes(favorites_zip(directory))
     return paths
+
+
+def guide_asset(name: str, params: dict[str, str], base_url: str) -> tuple[int, str, bytes]:
+    """(status, content type, body) of the guide asset ``name`` as served under ``base_url``; the
+    guide's example parameter values come from ``params`` (the URL's query string)."""
+    if name == GUIDE_FILE:
+        page = guide_html(examples=params, style_url=base_url + STYLE_FILE.name)
+        return 200, "text/html; charset=utf-8", page.encode()
+    if name == STYLE_FILE.name:
+        return 200, "text/plain; charset=utf-8", style_text().encode()
+    if name == FAVORITES_FILE:
+        return 200, "application/zip", favorites_zip()
+    return 404, "text/plain; charset=utf-8", f"no such NeurFlow asset: {name}\n".encode()

@@ -20,7 +20,12 @@ fi
 # The editable install is cheap and keeps the console script pointing at this checkout. Check from a
 # neutral directory: run from the checkout, `import ingest` would find it without any install.
 installed="$(cd / && "$venv/bin/python" -c "import ingest, os; print(os.path.dirname(os.path.dirname(ingest.__file__)))" 2>/dev/null || true)"
-if [ "$installed" != "$here" ] || [ ! -x "$venv/bin/neurflow" ]; then
+# pyproject.toml declares the console script and the entry points (the Browser guide), which only an
+# install records: reinstall when it changed since the last install.
+project="$(sha256sum < "$here/pyproject.toml" | cut -c1-16)"
+if [ "$installed" != "$here" ] || [ ! -x "$venv/bin/neurflow" ] || [ ! -f "$venv/.project-$project" ]; then
   "$venv/bin/python" -m pip install -q --no-deps -e "$here" >&2
+  rm -f "$venv"/.project-*
+  touch "$venv/.project-$project"
 fi
 echo "$venv"

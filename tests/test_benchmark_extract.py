@@ -6,8 +6,8 @@ from itertools import pairwise
 import pytest
 
 from graphmodel.records import Circuit
-from ingest.layers import LayerCuts
-from ingest.models import load_model
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
 from ingest.planted.data import write_image_folder
 from tests.test_cli import run
 

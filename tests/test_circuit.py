@@ -10,11 +10,11 @@ from captum.attr import IntegratedGradients
 from PIL import Image
 
 from graphmodel.records import Circuit
-from ingest.circuit import ExtractConfig, extract_circuit
-from ingest.layers import LayerCuts
-from ingest.models import load_model
-from ingest.patches import ImageFolderError, build_patch_set, to_model_input
-from ingest.selection import TauRule
+from ingest.core.circuit import ExtractConfig, extract_circuit
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
+from ingest.core.patches import ImageFolderError, build_patch_set, to_model_input
+from ingest.core.tau import TauRule
 
 LAYERS = ["fc", "layer4.1", "layer4.0", "layer3.1"]
 
@@ -140,7 +140,7 @@ def test_folder_errors(setup, tmp_path):
 
 def test_resume_below_finished_layers_gives_the_same_circuit(setup):
     """A run interrupted after two layers continues below them and ends with the same records."""
-    from ingest.circuit import iter_circuit, prepare_run
+    from ingest.core.circuit import iter_circuit, prepare_run
 
     model, folder, cls, cfg, circuit, _ = setup
     run = prepare_run(model, folder, cls, cfg)

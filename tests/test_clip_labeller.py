@@ -232,7 +232,7 @@ def test_scores_are_softmax_of_logit_scale_times_cosine(tiny, loaded):
 def invoke(*args: str):
     from click.testing import CliRunner
 
-    from ingest.cli_label_clip import clip_command
+    from ingest.cli.label_clip import clip_command
 
     return CliRunner().invoke(clip_command, list(args), catch_exceptions=False)
 

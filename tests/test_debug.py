@@ -1,5 +1,5 @@
-"""Image debugging (ingest/debug.py, `neurflow debug`) on a small bee circuit of the planted benchmark
-(6 images, layers fc, block4, block3, k = 20, 4 Gauss-Legendre nodes, as tests/test_evaluate.py).
+"""Image debugging (ingest/analysis/debug.py, `neurflow debug`) on a small bee circuit of the planted
+benchmark (6 images, layers fc, block4, block3, k = 20, 4 Gauss-Legendre nodes, as tests/test_evaluate.py).
 
 The acceptance test takes the benchmark's spurious-concept false positives (a non-bee scene that the
 model calls bee only once a flower is added) and checks that debugging names a flower group, where
@@ -13,10 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ingest.audit import class_scores
-from ingest.circuit import ExtractConfig, extract_circuit
-from ingest.cli_debug import debug_command
-from ingest.debug import (
+from ingest.analysis.audit import class_scores
+from ingest.analysis.debug import (
     SORT_KEYS,
     DebugError,
     check_layer,
@@ -33,9 +31,11 @@ from ingest.debug import (
     short_id,
     whole_image,
 )
-from ingest.layers import LayerCuts
-from ingest.models import load_model
-from ingest.patches import crop_boxes, load_rgb
+from ingest.cli.debug import debug_command
+from ingest.core.circuit import ExtractConfig, extract_circuit
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
+from ingest.core.patches import crop_boxes, load_rgb
 from ingest.planted.data import counterfactual_pairs, write_image_folder
 
 torch.set_num_threads(2)

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ingest.circuit import ExtractConfig, extract_circuit
-from ingest.evaluate import (
+from ingest.analysis.evaluate import (
     KS,
     channel_mask,
     concept_losses,
@@ -23,8 +22,9 @@ from ingest.evaluate import (
     knockout,
     optimality,
 )
-from ingest.layers import LayerCuts
-from ingest.models import load_model
+from ingest.core.circuit import ExtractConfig, extract_circuit
+from ingest.core.layers import LayerCuts
+from ingest.core.models import load_model
 from ingest.planted.data import make_dataset, write_image_folder
 
 torch.set_num_threads(2)

@@ -6,7 +6,7 @@ from captum.attr import IntegratedGradients
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ingest.importance import pair_attributions, quadrature, reference_scores
+from ingest.core.importance import pair_attributions, quadrature, reference_scores
 
 
 def _segments():

@@ -153,10 +153,10 @@ def reference(driver, images, ingest_env):
     run id and the exported graph. The CLI runs below must reproduce this graph."""
     import torch
 
-    from ingest.circuit import ExtractConfig
-    from ingest.cli_store import run_ingest
-    from ingest.models import load_model
-    from ingest.selection import parse_tau
+    from ingest.core.circuit import ExtractConfig
+    from ingest.core.models import load_model
+    from ingest.core.tau import parse_tau
+    from ingest.pipeline.ingest_run import run_ingest
 
     torch.set_num_threads(2)
     model = load_model("planted_cnn", device="cpu")

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ingest.layers import (
+from ingest.core.layers import (
     DEFAULT_LAYERS,
     LayerCuts,
     LayerError,

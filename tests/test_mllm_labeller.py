@@ -527,7 +527,7 @@ def labelled_run(stack, driver, tmp_path_factory):
     """A synthetic circuit in Neo4j; even patches' images in the S3 bucket, odd ones in a directory."""
     from graphmodel import writer
     from graphmodel.patchstore import LocalPatchStore, upload_patches
-    from ingest.cli_store import open_patch_store
+    from ingest.pipeline.patch_stores import open_patch_store
     from tests.test_store import small_circuit, write_all
 
     circuit, steps = small_circuit("mllm000000000001")
@@ -546,7 +546,7 @@ def labelled_run(stack, driver, tmp_path_factory):
 def invoke(*args: str, env: dict | None = None):
     from click.testing import CliRunner
 
-    from ingest.cli_label_mllm import mllm_command
+    from ingest.cli.label_mllm import mllm_command
 
     return CliRunner().invoke(mllm_command, list(args), env=env, catch_exceptions=False)
 

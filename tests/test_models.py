@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from ingest.models import ModelError, load_model
+from ingest.core.models import ModelError, load_model
 
 torch.set_num_threads(2)
 

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from ingest.cli import main as cli
-from ingest.layers import LayerCuts, LayerError, default_layers
-from ingest.models import load_model
+from ingest.core.layers import LayerCuts, LayerError, default_layers
+from ingest.core.models import load_model
 from ingest.planted.data import NON_BEE, counterfactual_pairs, make_dataset
 from ingest.planted.model import MEAN, STD, WEIGHTS_DIR, predict_proba
 from ingest.planted.resnet import (

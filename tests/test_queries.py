@@ -28,11 +28,11 @@ def circuits(driver, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Class name -> the extracted Circuit, both stored under the same model."""
     import torch
 
-    from ingest.circuit import ExtractConfig
-    from ingest.cli_store import run_ingest
-    from ingest.models import load_model
+    from ingest.core.circuit import ExtractConfig
+    from ingest.core.models import load_model
+    from ingest.core.tau import parse_tau
+    from ingest.pipeline.ingest_run import run_ingest
     from ingest.planted.data import write_image_folder
-    from ingest.selection import parse_tau
 
     torch.set_num_threads(2)
     model = load_model("planted_cnn", device="cpu")

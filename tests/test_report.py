@@ -37,8 +37,7 @@ from graphmodel.records import (
     PatchRecord,
     SemanticGroupRecord,
 )
-from ingest.cli_report import report_command
-from ingest.report import (
+from ingest.analysis.report import (
     CLASS_ID,
     THUMB_PX,
     class_edges,
@@ -48,6 +47,7 @@ from ingest.report import (
     render_report,
     thumbnail_data_uri,
 )
+from ingest.cli.report import report_command
 
 CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
@@ -224,10 +224,10 @@ def planted(tmp_path_factory: pytest.TempPathFactory):
     """A real circuit of the planted benchmark with its patch set and image folder."""
     import torch
 
-    from ingest.circuit import ExtractConfig, extract_circuit
-    from ingest.models import load_model
+    from ingest.core.circuit import ExtractConfig, extract_circuit
+    from ingest.core.models import load_model
+    from ingest.core.tau import parse_tau
     from ingest.planted.data import write_image_folder
-    from ingest.selection import parse_tau
 
     torch.set_num_threads(2)
     model = load_model("planted_cnn", device="cpu")

@@ -16,11 +16,12 @@ from graphmodel.records import (
     PatchRecord,
     SemanticGroupRecord,
 )
-from ingest.clustering import ward_silhouette
-from ingest.metric import group_metric
-from ingest.neuron_groups import group_edges, neuron_groups
-from ingest.patches import concepts_in_box, crop_boxes
-from ingest.selection import TauRule, parse_tau, select_core
+from ingest.core.clustering import ward_silhouette
+from ingest.core.metric import group_metric
+from ingest.core.neuron_groups import group_edges, neuron_groups
+from ingest.core.patches import concepts_in_box, crop_boxes
+from ingest.core.selection import select_core
+from ingest.core.tau import TauRule, parse_tau
 
 
 def test_parse_tau_forms():

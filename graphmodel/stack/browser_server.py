@@ -6,12 +6,10 @@ Browser can find the Bolt address of the local Neo4j (Browser 5.24 asks for it, 
 Chromium its connect form stayed empty; ``/?dbms=bolt://...`` fills it). The stack runs this file by
 path in its own process.
 
-It also serves the NeurFlow Browser assets of ``queries/browser.py``, generated for every request
-from the `.cypher` files of this checkout (so a new query shows up without a restart):
-
-* ``/guide/neurflow.html``: the guide, for ``:play http://127.0.0.1:<port>/guide/neurflow.html``
-* ``/guide/style.grass``: the style, for ``:style http://127.0.0.1:<port>/guide/style.grass``
-* ``/guide/neurflow-queries.zip``: the favourites zip (download it, drop it onto Browser)
+Under ``/guide/`` it serves whatever guide is installed: the renderer registered in the entry-point
+group ``neurflow.browser_guide`` (the project registers ``queries.browser:guide_asset``, which builds
+the guide, style and favourites from the `.cypher` files for every request, so a new query shows up
+without a restart). The stack names no guide itself: graphmodel does not import queries.
 
 Browser fetches a guide or style only from hosts on the server's
 ``browser.remote_content_hostname_whitelist`` (the local Neo4j launcher adds 127.0.0.1); these
@@ -23,25 +21,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import traceback
+from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from importlib import metadata
 from urllib.parse import parse_qs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GUIDE_PREFIX = "/guide/"
+GUIDE_ENTRY_POINTS = "neurflow.browser_guide"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+# `renderer(name, params, base) -> (status, content type, body)`: the asset `name` under /guide/,
+# with the request's query parameters and the URL prefix the client reached the guide by.
+GuideRenderer = Callable[[str, dict[str, str], str], tuple[int, str, bytes]]
 
 
-def _browser_assets():
-    """``queries.browser`` of this checkout (imported on first use)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(1, str(REPO_ROOT))
-    from queries import browser
-
-    return browser
+def guide_renderer() -> GuideRenderer | None:
+    """The installed guide renderer (entry-point group ``neurflow.browser_guide``), or None."""
+    found = sorted(metadata.entry_points(group=GUIDE_ENTRY_POINTS), key=lambda ep: ep.name)
+    return found[0].load() if found else None
 
 
 class BrowserHandler(SimpleHTTPRequestHandler):
@@ -95,18 +93,12 @@ class BrowserHandler(SimpleHTTPRequestHandler):
             self.end_headers()
             return
         try:
-            assets = _browser_assets()
-            if name == assets.GUIDE_FILE:
-                style_url = f"{self._origin()}{GUIDE_PREFIX}{assets.STYLE_FILE.name}"
-                body, kind = (
-                    assets.guide_html(examples=examples, style_url=style_url).encode(),
-                    "text/html; charset=utf-8",
-                )
-            elif name == assets.STYLE_FILE.name:
-                body, kind = assets.style_text().encode(), "text/plain; charset=utf-8"
-            elif name == assets.FAVORITES_FILE:
-                body, kind = assets.favorites_zip(), "application/zip"
-            else:
+            render = guide_renderer()
+            if render is None:
+                self.send_error(404, f"no guide is installed (entry-point group {GUIDE_ENTRY_POINTS})")
+                return
+            code, kind, body = render(name, examples, self._origin() + GUIDE_PREFIX)
+            if code == 404:
                 self.send_error(404, f"no such NeurFlow asset: {name}")
                 return
         except Exception as exc:  # a broken .cypher header: say so instead of a blank guide
@@ -114,7 +106,7 @@ class BrowserHandler(SimpleHTTPRequestHandler):
             body, kind = f"NeurFlow guide failed: {exc}\n".encode(), "text/plain; charset=utf-8"
             self.send_response(500)
         else:
-            self.send_response(200)
+            self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")

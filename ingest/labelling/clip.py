@@ -323,7 +323,7 @@ def label_run(
 ) -> ClipRunResult:
     """Label the run's neuron groups (and, when asked, semantic groups) and store the labels with
     write_labels(method="clip"), replacing the run's earlier clip labels. `fetch(uri)` returns a patch's
-    PNG bytes (ingest.cli_label_mllm.patch_fetcher)."""
+    PNG bytes (ingest.pipeline.patch_stores.patch_fetcher)."""
     from graphmodel.labels import write_labels
 
     started = time.perf_counter()

@@ -38,10 +38,10 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from graphmodel.records import Circuit, LabelRecord
-from ingest.layers import LayerCuts
-from ingest.metric import circuit_metric, metric_neurons
-from ingest.models import LoadedModel
-from ingest.patches import IMAGE_SUFFIXES, load_images, to_model_input
+from ingest.core.layers import LayerCuts
+from ingest.core.metric import circuit_metric, metric_neurons
+from ingest.core.models import LoadedModel
+from ingest.core.patches import IMAGE_SUFFIXES, load_images, to_model_input
 
 NEGATIVES = "_negatives"
 MIN_EXEMPLARS = 5

@@ -117,7 +117,7 @@ def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) 
 
 def crop_boxes(size: int = INPUT_SIZE) -> list[tuple[int, int, int]]:
     """(x, y, side) of the crops the patch dataset uses: 100/50/25 % sides, 50 % overlap."""
-    from ingest.patches import crop_boxes as patch_boxes  # the one definition of the crop grid
+    from ingest.core.patches import crop_boxes as patch_boxes  # the one definition of the crop grid
 
     return [(x0, y0, x1 - x0) for (x0, y0, x1, _), _scale in patch_boxes(size, size, CROP_SCALES)]
 

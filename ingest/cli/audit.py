@@ -1,0 +1,157 @@
+"""`neurflow audit`: rank a class's non-expected concepts and test each causally (ingest/analysis/audit.py,
+docs/audit.md); results are printed and stored on the graph as `AuditResult` nodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
+
+
+def _influence(driver, opened, expected: list[str], min_score: float, max_rank: int) -> dict[str, float]:
+    from queries.runner import run
+
+    rows = run(
+        "bias_candidates",
+        driver=driver,
+        model_id=opened.circuit.model_id,
+        class_name=opened.circuit.class_name,
+        run_id=opened.circuit.run_id,
+        expected=expected,
+        min_score=min_score,
+        max_rank=max_rank,
+        limit=1000,
+    )
+    return {r["concept"]: r["influence"] for r in rows}
+
+
+@click.command(name="audit")
+@run_options
+@click.option(
+    "--expected",
+    default="",
+    help="Comma-separated concepts the class should use (they are not candidates), e.g. stripes,wings.",
+)
+@click.option(
+    "--pairs",
+    type=click.Path(exists=True, file_okay=False),
+    help="Counterfactual pairs: DIR/without/* and DIR/with/* (same file names, same scenes without and "
+    "with a concept, of other classes).",
+)
+@click.option(
+    "--negatives",
+    type=click.Path(exists=True, file_okay=False),
+    help="Images of other classes; those the model calls the class are the false positives.",
+)
+@click.option(
+    "--class-images",
+    type=click.Path(exists=True, file_okay=False),
+    help="Images of the class to measure what masking costs (default: the run's image folder).",
+)
+@click.option("--min-score", default=0.8, show_default=True, help="Lowest label score of a candidate.")
+@click.option("--max-rank", default=2, show_default=True, help="Only a group's best N labels count.")
+@click.option("--random-sets", default=10, show_default=True, help="Random same-size groups per group.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def audit_command(
+    run: RunRef,
+    expected: str,
+    pairs: str | None,
+    negatives: str | None,
+    class_images: str | None,
+    min_score: float,
+    max_rank: int,
+    random_sets: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Find concepts the class relies on that it should not, and check each by masking its groups.
+
+    \b
+    neurflow audit --run ID --expected stripes,wings --pairs cf_pairs/ --negatives other_classes/
+    Candidates are the run's labelled groups (run `neurflow label` first) whose concept is not
+    expected. Each is masked on the class's images, the false positives and the with-concept images
+    of the pairs, against random groups of the same size; concepts are ranked by selectivity (bias
+    removed beyond random minus class removed beyond random), not by labels or purity.
+    """
+    from graphmodel.audits import write_audit
+    from graphmodel.labels import read_labels
+    from ingest.analysis.audit import AuditImages, load_folder, load_pairs, run_audit
+
+    if not pairs and not negatives:
+        raise click.UsageError("give --pairs and/or --negatives: the audit measures bias on them")
+    wanted = [e.strip().lower() for e in expected.split(",") if e.strip()]
+    with graph() as (_cfg, driver):
+        opened = open_stored_run(driver, run, with_patches=False)
+        run_id = opened.circuit.run_id
+        labels = read_labels(driver, run_id)
+        if not any(g.startswith(f"{run_id}/") for g in labels):
+            raise click.ClickException(
+                f"run {run_id} has no labels; run `neurflow label --run {run_id} ...` first"
+            )
+        size = opened.model.input_size
+        without, with_ = load_pairs(pairs, size) if pairs else (None, None)
+        data = AuditImages(
+            load_folder(class_images or opened.images, size),
+            load_folder(negatives, size) if negatives else None,
+            without,
+            with_,
+        )
+        influence = _influence(driver, opened, wanted, min_score, max_rank)
+
+        def tick(done: int, total: int) -> None:
+            click.echo(f"\rmasking candidate groups: {done}/{total}", nl=done == total, err=True)
+
+        findings = run_audit(
+            opened.model,
+            opened.cuts,
+            opened.circuit,
+            labels,
+            wanted,
+            data,
+            influence=influence,
+            min_score=min_score,
+            max_rank=max_rank,
+            random_sets=random_sets,
+            seed=seed,
+            progress=tick,
+        )
+        result = [f.as_dict() for f in findings]
+        settings = {
+            "expected": wanted,
+            "pairs": str(Path(pairs).resolve()) if pairs else None,
+            "negatives": str(Path(negatives).resolve()) if negatives else None,
+            "class_images": str(Path(class_images or opened.images).resolve()),
+            "min_score": min_score,
+            "max_rank": max_rank,
+            "random_sets": random_sets,
+            "seed": seed,
+        }
+        ident = write_audit(driver, run_id, settings, result)
+    if as_json:
+        click.echo(json.dumps({"audit_id": ident, "findings": result}, indent=1))
+        return
+    if not findings:
+        click.echo(
+            f"no candidates: no group of run {run_id} has a non-expected label with score >= {min_score}"
+        )
+    click.echo(
+        f"{'rank':<5}{'concept':<14}{'best group':<16}{'select.':>8}{'P drop':>8}{'random':>8}"
+        f"{'bias rm':>9}{'recall':>8}{'influence':>11}"
+    )
+    for f in result:
+        click.echo(
+            f"{f['rank']:<5}{f['concept']:<14}{f['best_group'].split('/', 1)[1]:<16}{f['selectivity']:>8.3f}"
+            f"{f['bias_drop']:>8.3f}{f['random_bias_drop']:>8.3f}{f['bias_removed']:>9.0%}"
+            f"{-f['recall_cost']:>+8.0%}{f['influence']:>11.4f}"
+            + (f"  (same group as {', '.join(f['tied_with'])})" if f["tied_with"] else "")
+        )
+    click.echo(
+        "P drop: fall of the class probability on the bias images (with-concept images, else false "
+        "positives) when the best group is masked; random: the same for random groups of its size; "
+        "bias rm: share of the counterfactual shift (else of the false positives) removed; recall: "
+        f"change of the class's recall. Stored as AuditResult {ident}."
+    )

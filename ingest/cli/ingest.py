@@ -1,0 +1,150 @@
+"""`neurflow ingest`: extract a circuit straight into Neo4j + the patch store
+(ingest/pipeline/ingest_run.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ingest.cli.options import build_run, extraction_options, progress_bar
+
+if TYPE_CHECKING:
+    from graphmodel.stack.config import StackConfig
+
+
+def _upload_bar(total: int) -> Callable[[int], None]:
+    from tqdm import tqdm
+
+    if not total:
+        return lambda _n: None
+    bar = tqdm(total=total, desc="patches → store", unit="patch", leave=False, file=sys.stderr)
+
+    def tick(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return tick
+
+
+def ingest_with_progress(driver, loaded, images, class_index: int, cfg, store, *, on_failure=None):
+    """`run_ingest` with the command line's progress bars and layer lines on stderr."""
+    from ingest.pipeline.ingest_run import run_ingest
+
+    return run_ingest(
+        driver,
+        loaded,
+        images,
+        class_index,
+        cfg,
+        store,
+        progress=progress_bar,
+        upload_progress=_upload_bar,
+        echo=lambda line: click.echo(line, err=True),
+        on_failure=on_failure,
+    )
+
+
+def _mark_failed(cfg: StackConfig) -> Callable[[str, BaseException], None]:
+    """Best effort, with a short retry budget: Neo4j may be the thing that failed."""
+
+    def mark(run_id: str, exc: BaseException) -> None:
+        from graphmodel import writer
+        from graphmodel.connection import connect
+        from ingest.pipeline.ingest_run import describe_failure
+
+        try:
+            with connect(cfg, retry_seconds=5.0, connection_timeout=3.0, verify=False) as driver:
+                marked = writer.fail_run(driver, run_id, describe_failure(exc, cfg.neo4j_uri))
+            if marked:
+                click.echo(f"run {run_id} marked FAILED", err=True)
+        except Exception as inner:  # the original error matters more
+            click.echo(f"could not mark run {run_id} FAILED ({type(inner).__name__}: {inner})", err=True)
+
+    return mark
+
+
+@click.command(name="ingest")
+@extraction_options
+@click.option(
+    "--s3",
+    "use_s3",
+    is_flag=True,
+    help="Store patch images in the S3 bucket (NEURFLOW_S3_ENDPOINT / _BUCKET / _ACCESS_KEY / _SECRET_KEY).",
+)
+@click.option(
+    "--local-patches",
+    type=click.Path(file_okay=False),
+    help="Store patch images under this directory instead (file:// URIs in the graph).",
+)
+def ingest_command(use_s3: bool, local_patches: str | None, images: str, **options: Any) -> None:
+    """Extract the NeurFlow circuit of one class and write it into Neo4j, layer by layer.
+
+    Patch images go to S3 when --s3 is given, NEURFLOW_S3_ENDPOINT is set or `neurflow stack up`
+    runs an S3 server; otherwise to <state dir>/patches. Re-running the same command resumes an
+    interrupted run and leaves a complete one unchanged. Connection settings come from the
+    NEURFLOW_* variables (see docs/services.md).
+    """
+    from graphmodel.connection import GraphStoreError, connect
+    from graphmodel.patchstore import PatchStoreError
+    from graphmodel.stack.config import StackError, load_config
+    from ingest.pipeline.ingest_run import describe_failure
+    from ingest.pipeline.patch_stores import open_patch_store
+
+    if use_s3 and local_patches:
+        raise click.UsageError("--s3 and --local-patches exclude each other")
+    try:
+        stack_cfg = load_config()
+        store = open_patch_store(stack_cfg, s3=use_s3, local_dir=local_patches)
+        store.check()  # before loading the model: a server that is down fails in a second
+        driver = connect(stack_cfg)
+    except (GraphStoreError, PatchStoreError, StackError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with driver:
+        loaded, class_index, cfg = build_run(**options)
+        click.echo(
+            f"model {loaded.model_id}; class {class_index}"
+            f"{f' ({loaded.class_names[class_index]})' if loaded.class_names else ''}; layers "
+            f"{', '.join(cfg.layers)}; Neo4j {stack_cfg.neo4j_uri}; patches: {store.describe()}",
+            err=True,
+        )
+        try:
+            result = ingest_with_progress(
+                driver, loaded, images, class_index, cfg, store, on_failure=_mark_failed(stack_cfg)
+            )
+        except (GraphStoreError, PatchStoreError, StackError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            from neo4j.exceptions import DriverError, Neo4jError
+
+            if isinstance(exc, (DriverError, Neo4jError)):
+                raise click.ClickException(describe_failure(exc, stack_cfg.neo4j_uri)) from exc
+            raise
+    if result.status == "ALREADY_COMPLETE":
+        click.echo(f"run {result.run_id} is already complete in {stack_cfg.neo4j_uri}; nothing changed")
+    else:
+        resumed = f" (resumed below {', '.join(result.layers_resumed)})" if result.layers_resumed else ""
+        click.echo(f"run {result.run_id} COMPLETE in {result.seconds:.1f} s{resumed}")
+    counts = result.counts or {}
+    click.echo(
+        "stored: "
+        + ", ".join(
+            f"{counts.get(k, 0)} {k.replace('_', ' ')}"
+            for k in (
+                "neurons",
+                "semantic_groups",
+                "neuron_groups",
+                "core_edges",
+                "hyperedges",
+                "group_edges",
+            )
+        )
+    )
+    click.echo(f"Neo4j: {stack_cfg.neo4j_uri}; patches: {store.describe()}")
+    click.echo(
+        f"look at it:  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) "
+        "RETURN g, f, p"
+    )

@@ -1,0 +1,154 @@
+"""`neurflow label`: concept labels on a stored run's groups (docs/labelling.md).
+
+neurflow label --run ID --concepts BANK          concept-bank labels (default, offline)
+neurflow label set --group ID --concept NAME     a manual label
+neurflow label remove --group ID --concept NAME  remove a manual label
+neurflow label mllm --run ID                     multimodal-LLM captions and formation
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import click
+
+from ingest.cli.run_opener import RunRef, graph, open_stored_run
+
+
+class _LabelGroup(click.Group):
+    """`label` runs the concept-bank labeller itself when no sub-command is named."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands:
+            ctx.meta["label_subcommand"] = True
+        return super().parse_args(ctx, args)
+
+
+def _bank_options(fn):
+    for option in reversed(
+        [
+            click.option(
+                "--concepts",
+                "bank_dir",
+                type=click.Path(exists=True, file_okay=False),
+                help="Concept bank: BANK/<concept>/*.png positives, BANK/_negatives/[<concept>/]*.png "
+                "negatives.",
+            ),
+            click.option("--top", default=3, show_default=True, help="Labels kept per group."),
+            click.option(
+                "--min-score",
+                default=0.5,
+                show_default=True,
+                help="Lowest ROC AUC stored (0.5 is chance).",
+            ),
+            click.option(
+                "--no-semantic-groups", is_flag=True, help="Label neuron groups only, not semantic groups."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.group(name="label", cls=_LabelGroup, invoke_without_command=True)
+@click.option("--run", "run_id", help="Run id.")
+@click.option("--model", "model_name", help="Model argument, when not the one the run recorded.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file, if moved.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_bank_options
+@click.pass_context
+def label_group(
+    ctx: click.Context,
+    run_id: str | None,
+    model_name: str | None,
+    weights: str | None,
+    device: str,
+    bank_dir: str | None,
+    top: int,
+    min_score: float,
+    no_semantic_groups: bool,
+) -> None:
+    """Label a run's neuron groups and semantic groups with concepts.
+
+    \b
+    neurflow label --run ID --concepts BANK
+    A group's score on a concept is the ROC AUC with which its metric M separates the bank's
+    positives of the concept from its negatives. Re-running replaces the run's concept-bank labels;
+    manual and LLM labels are kept. See the sub-commands for the other labellers.
+    """
+    if ctx.invoked_subcommand is not None or ctx.meta.get("label_subcommand"):
+        return
+    if not run_id or not bank_dir:
+        raise click.UsageError("give --run ID and --concepts BANK, or a sub-command: set, remove, mllm, clip")
+    from graphmodel.labels import write_labels
+    from ingest.labelling.concept_bank import (
+        ConceptBankError,
+        bank_activations,
+        label_circuit,
+        load_concept_bank,
+    )
+
+    with graph() as (_cfg, driver):
+        ref = RunRef(run_id, model_name=model_name, weights=weights, device=device)
+        opened = open_stored_run(driver, ref, with_patches=False)
+        try:
+            bank = load_concept_bank(bank_dir, opened.model.input_size)
+        except ConceptBankError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(
+            f"concept bank {bank_dir}: {len(bank.concepts)} concepts ({', '.join(bank.concepts)}), "
+            f"{len(bank.files)} images",
+            err=True,
+        )
+        acts = bank_activations(opened.model, opened.cuts, bank)
+        labels = label_circuit(
+            opened.circuit,
+            acts,
+            bank,
+            opened.cuts.representative_keys(),
+            top=top,
+            min_score=min_score,
+            semantic_groups=not no_semantic_groups,
+        )
+        written = write_labels(driver, run_id, "concept_bank", labels)
+    best = defaultdict(list)
+    for label in labels:
+        best[label.group_id].append(label)
+    click.echo(f"run {run_id}: {written} concept-bank labels on {len(best)} groups")
+    for group in opened.circuit.neuron_groups:
+        shown = ", ".join(f"{lab.concept} {lab.score:.2f}" for lab in best.get(group.ng_id, []))
+        click.echo(f"  {group.ng_id.split('/', 1)[1]:<14} {len(group.members):>3} neurons  {shown or '-'}")
+
+
+@label_group.command("set")
+@click.option("--group", "group_id", required=True, help="Neuron group or semantic group id.")
+@click.option("--concept", required=True, help="Concept name.")
+@click.option("--score", default=1.0, show_default=True, help="Your confidence, stored as the score.")
+def label_set(group_id: str, concept: str, score: float) -> None:
+    """Add a manual label to one group (other labels stay)."""
+    from graphmodel.connection import GraphStoreError
+    from graphmodel.labels import set_label
+
+    with graph() as (_cfg, driver):
+        try:
+            result = set_label(driver, group_id, concept, score=score)
+        except (GraphStoreError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{result['kind']} {group_id}: LABELED {{method: manual, score: {score}}} -> {result['concept']}"
+    )
+
+
+@label_group.command("remove")
+@click.option("--group", "group_id", required=True, help="Neuron group or semantic group id.")
+@click.option("--concept", required=True, help="Concept name.")
+@click.option("--method", default="manual", show_default=True, help="Which labeller's label to remove.")
+def label_remove(group_id: str, concept: str, method: str) -> None:
+    """Remove one label from a group."""
+    from graphmodel.labels import remove_label
+
+    with graph() as (_cfg, driver):
+        removed = remove_label(driver, group_id, concept, method=method)
+    if not removed:
+        raise click.ClickException(f"{group_id} has no {method} label {concept!r}")
+    click.echo(f"removed {method} label {concept!r} from {group_id}")

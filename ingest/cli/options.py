@@ -1,0 +1,185 @@
+"""Options shared by the commands that extract a circuit (`neurflow extract`, `neurflow ingest`), and
+turning them into a loaded model, a class index and an `ExtractConfig`."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from ingest.core.tau import TauRule, parse_tau
+
+if TYPE_CHECKING:
+    from ingest.core.circuit import ExtractConfig
+    from ingest.core.models import LoadedModel
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine; use --device cpu")
+    return name
+
+
+def resolve_class(spec: str, names: list[str] | None, num_classes: int) -> int:
+    if spec.strip().lstrip("-").isdigit():
+        index = int(spec)
+        if not 0 <= index < num_classes:
+            raise click.BadParameter(
+                f"class index {index} is out of range: the model has {num_classes} classes "
+                f"(0..{num_classes - 1})",
+                param_hint="--class",
+            )
+        return index
+    if not names:
+        raise click.BadParameter(
+            f"class {spec!r} given by name, but the model has no class names; pass an index "
+            f"0..{num_classes - 1} or a weights sidecar JSON with a 'classes' list",
+            param_hint="--class",
+        )
+    lowered = [n.lower() for n in names]
+    if spec.lower() in lowered:
+        return lowered.index(spec.lower())
+    close = difflib.get_close_matches(spec.lower(), lowered, n=5)
+    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
+    raise click.BadParameter(f"unknown class {spec!r}{hint}", param_hint="--class")
+
+
+def progress_bar(desc: str, total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="pair", leave=True, file=sys.stderr, dynamic_ncols=True)
+
+    def tick(n: int) -> None:
+        bar.update(n)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return tick
+
+
+def _tau(_ctx: click.Context, _param: click.Parameter, text: str) -> TauRule:
+    """--tau is checked when the options are parsed, before any model is loaded."""
+    try:
+        return parse_tau(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def extraction_options(fn: Callable) -> Callable:
+    """The options of `neurflow extract` that define a run (model, images, class, method)."""
+    options = [
+        click.option(
+            "--model", "model_name", required=True, help="Architecture, planted_cnn or pkg.mod:factory."
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Weights file (state_dict, saved module or TorchScript).",
+        ),
+        click.option(
+            "--images",
+            type=click.Path(exists=True, file_okay=False),
+            required=True,
+            help="Folder of images of the class (sub-folders are searched).",
+        ),
+        click.option(
+            "--class", "class_spec", required=True, help="Class name (from the model's class list) or index."
+        ),
+        click.option(
+            "--layers",
+            "layer_list",
+            help="Comma-separated layer names from the output down "
+            "(default: the model's shipped list; see `neurflow layers MODEL`).",
+        ),
+        click.option(
+            "--tau",
+            default="16",
+            show_default=True,
+            callback=_tau,
+            help="Core neurons per target: a count (16), a fraction of the layer's width (0.05 or 5%), "
+            "or a cumulative share of Σ|T| (cum:0.8).",
+        ),
+        click.option("--k", default=50, show_default=True, help="Patches per neuron concept (top-k)."),
+        click.option(
+            "--steps", default=50, show_default=True, help="Integration steps N of the integrated gradients."
+        ),
+        click.option(
+            "--quadrature",
+            type=click.Choice(["riemann_right", "gausslegendre"]),
+            default="riemann_right",
+            show_default=True,
+            help="riemann_right is the paper's Eq. 2; gausslegendre is as accurate with fewer steps.",
+        ),
+        click.option(
+            "--ranking",
+            type=click.Choice(["paper", "reference"]),
+            default="paper",
+            show_default=True,
+            help="paper: rank by |Σ_v t|; reference: by mean_v |t| (the authors' code).",
+        ),
+        click.option(
+            "--max-images",
+            default=50,
+            show_default=True,
+            help="Use at most this many images predicted as the class (0: all).",
+        ),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option(
+            "--memory-mb",
+            default=2048.0,
+            show_default=True,
+            help="Memory bound for one chunk of the integrated-gradient pass.",
+        ),
+        click.option("--seed", default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_run(
+    model_name: str,
+    weights: str | None,
+    class_spec: str,
+    layer_list: str | None,
+    tau: TauRule,
+    k: int,
+    steps: int,
+    quadrature: str,
+    ranking: str,
+    max_images: int,
+    device: str,
+    memory_mb: float,
+    seed: int,
+) -> tuple[LoadedModel, int, ExtractConfig]:
+    """Load the model and turn the extraction options into (model, class index, ExtractConfig)."""
+    from ingest.core.circuit import ExtractConfig
+    from ingest.core.layers import default_layers
+    from ingest.core.models import load_model
+
+    loaded = load_model(model_name, weights, device=resolve_device(device), seed=seed)
+    class_index = resolve_class(class_spec, loaded.class_names, loaded.num_classes)
+    layer_names = (
+        [x.strip() for x in layer_list.split(",") if x.strip()]
+        if layer_list
+        else (loaded.default_layers or default_layers(loaded.arch))
+    )
+    cfg = ExtractConfig(
+        layers=layer_names,
+        tau=tau,
+        k=k,
+        steps=steps,
+        quadrature=quadrature,
+        ranking=ranking,
+        max_images=max_images or None,
+        memory_mb=memory_mb,
+        seed=seed,
+    )
+    return loaded, class_index, cfg

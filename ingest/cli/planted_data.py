@@ -1,0 +1,27 @@
+"""`neurflow planted-data`: the planted benchmark's images, concept bank and counterfactual pairs."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(name="planted-data")
+@click.argument("kind", type=click.Choice(["images", "bank", "pairs"]))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", default=40, show_default=True, help="Images, exemplars per concept, or pairs.")
+@click.option("--class", "class_name", default="bee", show_default=True, help="Class of `images`.")
+@click.option("--concept", default="flower", show_default=True, help="Concept added in `pairs`.")
+@click.option("--seed", default=1234, show_default=True)
+def planted_data_command(kind: str, out: str, n: int, class_name: str, concept: str, seed: int) -> None:
+    """Write planted-benchmark data: IMAGES of a class (with ground-truth sidecars), a concept BANK
+    for `neurflow label`, or counterfactual PAIRS (other classes without/with a concept) for
+    `neurflow audit`."""
+    from ingest.planted.data import write_concept_bank, write_counterfactual_pairs, write_image_folder
+
+    if kind == "images":
+        path = write_image_folder(out, class_name, n, seed)
+    elif kind == "bank":
+        path = write_concept_bank(out, n, seed)
+    else:
+        path = write_counterfactual_pairs(out, n, seed, concept=concept)
+    click.echo(f"wrote {kind} ({n}) to {path}")

@@ -1,0 +1,76 @@
+"""`neurflow stack up|down|status`: the local Neo4j, S3 server and Neo4j Browser."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+
+import click
+
+from graphmodel.stack.config import StackError
+
+
+@click.group(name="stack")
+def stack_group() -> None:
+    """Start, stop or inspect the local Neo4j, S3 server and Neo4j Browser (no Docker needed).
+
+    Settings come from NEURFLOW_* variables (docs/services.md); secrets are generated once into
+    the state directory and never printed.
+    """
+
+
+def _stack_call(fn: Callable, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_table(report: dict) -> None:
+    for service, entry in report.items():
+        state = "healthy" if entry.get("healthy") else entry.get("problem", "unhealthy")
+        click.echo(f"{service:8} {entry['address']:28} pid {entry.get('pid') or '-'!s:8} {state}")
+
+
+@stack_group.command("up")
+@click.option("--no-neo4j", is_flag=True, help="Do not start Neo4j.")
+@click.option("--no-s3", is_flag=True, help="Do not start the S3 server.")
+@click.option("--no-browser", is_flag=True, help="Do not serve Neo4j Browser.")
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until healthy.")
+def stack_up(no_neo4j: bool, no_s3: bool, no_browser: bool, timeout: float) -> None:
+    """Start the services (a no-op for those already running) and wait until they answer."""
+    from graphmodel.stack import load_config, up
+
+    cfg = _stack_call(load_config)
+    report = _stack_call(up, cfg, neo4j=not no_neo4j, s3=not no_s3, browser=not no_browser, timeout=timeout)
+    _print_table(report)
+    if "browser" in report:
+        click.echo(
+            f"Neo4j Browser: {cfg.browser_url} (user {cfg.neo4j_user}; password: NEURFLOW_NEO4J_PASSWORD "
+            f"or 'neo4j_password' in {cfg.state_dir / 'credentials.json'})"
+        )
+
+
+@stack_group.command("down")
+def stack_down() -> None:
+    """Stop the services of this state directory."""
+    from graphmodel.stack import down, load_config
+
+    _stack_call(down, _stack_call(load_config))
+    click.echo("stopped")
+
+
+@stack_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stack_status(as_json: bool) -> None:
+    """Show what runs, where, and whether it answers (exit code 3 when something is unhealthy)."""
+    from graphmodel.stack import load_config, status
+
+    report = _stack_call(status, _stack_call(load_config))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    if not all(entry["healthy"] for entry in report.values()):
+        sys.exit(3)

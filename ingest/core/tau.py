@@ -1,0 +1,52 @@
+"""The τ rule that says how many core neurons S_a a target keeps (paper Alg. 1, App. D.6).
+
+Plain Python, no torch: the command line parses and checks --tau before it loads the method.
+τ can be a count (`16`), a fraction of the lower layer's width (`0.05` or `5%`), or a cumulative share
+of Σ|T| (`cum:0.8`: the fewest neurons whose |T| add up to 80 % of the total).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TauRule:
+    kind: str  # "count", "fraction" or "cumulative"
+    value: float
+
+    def __str__(self) -> str:
+        if self.kind == "count":
+            return str(int(self.value))
+        if self.kind == "fraction":
+            return f"{self.value:g}"
+        return f"cum:{self.value:g}"
+
+
+def parse_tau(text: str | int | float) -> TauRule:
+    """Parse the CLI's --tau: an integer >= 1, a fraction in (0, 1) or `N%`, or `cum:F`."""
+    raw = str(text).strip()
+    try:
+        if raw.startswith("cum:"):
+            share = float(raw[4:])
+            if not 0 < share <= 1:
+                raise ValueError
+            return TauRule("cumulative", share)
+        if raw.endswith("%"):
+            frac = float(raw[:-1]) / 100
+            if not 0 < frac <= 1:
+                raise ValueError
+            return TauRule("fraction", frac)
+        number = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"--tau {raw!r} is not understood: give a count (16), a fraction of the layer's width "
+            "(0.05 or 5%), or a cumulative share of the total |T| (cum:0.8)"
+        ) from None
+    if number >= 1 and number == int(number):
+        return TauRule("count", int(number))
+    if 0 < number < 1:
+        return TauRule("fraction", number)
+    raise ValueError(
+        f"--tau {raw!r} is out of range: a count must be a whole number >= 1, a fraction in (0, 1)"
+    )
