@@ -9,6 +9,8 @@ which the server checks, and ``If-None-Match: *``, so two writers cannot overwri
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -105,8 +107,11 @@ class LocalPatchStore:
         if target.exists():
             self._compare(target, data)
             return target.as_uri()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+        except OSError as exc:
+            raise self._write_error(exc) from None
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -118,9 +123,21 @@ class LocalPatchStore:
                 os.link(tmp, target)  # fails if the key exists: never replaces a file
             except FileExistsError:
                 self._compare(target, data)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         finally:
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         return target.as_uri()
+
+    def _write_error(self, exc: OSError) -> PatchStoreError:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        why = "the disk is full" if full else (exc.strerror or str(exc))
+        return PatchStoreError(
+            f"cannot store patch images under {self.root}: {why}; "
+            + ("free space there" if full else "fix the folder")
+            + " (or choose another with --local-patches), then re-run the same command to resume"
+        )
 
     def _compare(self, target: Path, data: bytes) -> None:
         stored = target.read_bytes()

@@ -28,6 +28,7 @@ from graphmodel.records import (
     PatchRecord,
     SemanticGroupRecord,
 )
+from graphmodel.run_lease import holder_alive
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class RunState:
     error: str | None
     started_at: str | None
     finished_at: str | None
+    heartbeat_age: float | None = None  # seconds since the ingest holding the run last beat
+    alive: bool | None = None  # for RUNNING: whether a live process holds it (graphmodel/run_lease.py)
 
 
 def _iso(value: Any) -> str | None:
@@ -49,21 +52,70 @@ def _iso(value: Any) -> str | None:
 def run_status(driver: Driver, run_id: str) -> RunState | None:
     """Status and progress of a run, or None when the graph does not hold it."""
     records, _, _ = driver.execute_query(
-        "MATCH (r:Run {run_id: $run_id}) RETURN r {.*} AS run", run_id=run_id, routing_="r"
+        f"MATCH (r:Run {{run_id: $run_id}}) RETURN r {{.*}} AS run, {_HEARTBEAT_AGE}",
+        run_id=run_id,
+        routing_="r",
     )
     if not records:
         return None
-    run = records[0]["run"]
+    return _state(records[0]["run"], records[0]["heartbeat_age"])
+
+
+_HEARTBEAT_AGE = (
+    "CASE WHEN r.heartbeat_at IS NULL THEN null "
+    "ELSE duration.inSeconds(r.heartbeat_at, datetime()).seconds END AS heartbeat_age"
+)
+
+
+def _state(run: dict, heartbeat_age: float | None) -> RunState:
+    status = run.get("status")
     return RunState(
-        run_id=run_id,
-        status=run.get("status"),
+        run_id=run["run_id"],
+        status=status,
         layers=list(run.get("layers") or []),
         layers_done=list(run.get("layers_done") or []),
         attempts=int(run.get("attempts") or 0),
         error=run.get("error"),
         started_at=_iso(run.get("started_at")),
         finished_at=_iso(run.get("finished_at")),
+        heartbeat_age=heartbeat_age,
+        alive=holder_alive({**run, "heartbeat_age": heartbeat_age}) if status == "RUNNING" else None,
     )
+
+
+@dataclass
+class RunRow:
+    """One line of `neurflow runs`."""
+
+    state: RunState
+    model_id: str | None
+    class_index: int | None
+    class_name: str | None
+
+
+def list_runs(
+    driver: Driver, *, model_id: str | None = None, status: str | None = None, limit: int = 200
+) -> list[RunRow]:
+    """The runs in the graph, newest first, optionally of one model or status."""
+    records, _, _ = driver.execute_query(
+        "MATCH (r:Run) WHERE ($model_id IS NULL OR r.model_id = $model_id) "
+        "AND ($status IS NULL OR r.status = $status) "
+        f"RETURN r {{.*}} AS run, {_HEARTBEAT_AGE} "
+        "ORDER BY coalesce(r.last_started_at, r.started_at) DESC, r.run_id LIMIT $limit",
+        model_id=model_id,
+        status=status,
+        limit=limit,
+        routing_="r",
+    )
+    return [
+        RunRow(
+            state=_state(rec["run"], rec["heartbeat_age"]),
+            model_id=rec["run"].get("model_id"),
+            class_index=rec["run"].get("class_index"),
+            class_name=rec["run"].get("class_name"),
+        )
+        for rec in records
+    ]
 
 
 _LAYERS = """

@@ -6,12 +6,36 @@ Every run-scoped id starts with the run id, so records from different runs never
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+
+
+class CircuitFileError(ValueError):
+    """A saved circuit that cannot be read or written; the message says which file and why."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass
@@ -168,7 +192,7 @@ class Circuit:
     def from_dict(cls, data: dict[str, Any]) -> Circuit:
         version = data.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
-            raise ValueError(
+            raise CircuitFileError(
                 f"circuit schema version {version} is not supported (expected {SCHEMA_VERSION}); "
                 "re-extract the circuit with this version of neurflow"
             )
@@ -193,11 +217,40 @@ class Circuit:
         return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Write atomically: a full disk or a crash leaves the previous file as it was, never a
+        truncated one. NaN or infinity anywhere is refused (it would not be valid JSON)."""
+        path = Path(path)
+        try:
+            text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        except ValueError as exc:
+            raise CircuitFileError(f"the circuit of run {self.run_id} holds NaN or infinity: {exc}") from exc
+        write_atomically(path, text.encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Circuit:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a saved circuit.json; any problem with the file is one CircuitFileError saying what."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise CircuitFileError(f"cannot read the circuit {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError:
+            raise CircuitFileError(f"{path} is not a circuit.json: it is not text (binary data?)") from None
+        except ValueError as exc:
+            empty = "it is empty" if not path.stat().st_size else f"invalid JSON ({exc})"
+            raise CircuitFileError(
+                f"{path} is not a readable circuit.json: {empty}; was it cut short? Extract it again"
+            ) from None
+        if not isinstance(data, dict):
+            raise CircuitFileError(f"{path} is not a circuit.json: it holds a JSON {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except CircuitFileError as exc:
+            raise CircuitFileError(f"{path}: {exc}") from None
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise CircuitFileError(
+                f"{path} is not a complete circuit.json ({type(exc).__name__}: {exc}); extract it again"
+            ) from None
 
     def add_step(self, step: LayerStep) -> None:
         self.layers.append(step.layer)

@@ -16,6 +16,7 @@ from typing import Any
 
 from neo4j import Driver, ManagedTransaction
 
+from graphmodel import run_lease
 from graphmodel.connection import GraphStoreError
 from graphmodel.records import Circuit, LayerStep, PatchRecord, class_feed_weights
 from graphmodel.schema import SCHEMA_VERSION, ensure_schema
@@ -122,11 +123,13 @@ SET u.run_id = r.run_id, u.depth = [i IN range(0, size($layers) - 1) WHERE $laye
 """
 
 
-def start_run(driver: Driver, circuit: Circuit) -> str:
+def start_run(driver: Driver, circuit: Circuit, owner: run_lease.Owner | None = None) -> str:
     """Create or resume the run of ``circuit`` (a shell without layers is enough).
 
     Creates the schema if needed, MERGEs Model, Layers, Class (with its LOGIT neuron) and Run, and
     sets the run RUNNING. A COMPLETE run is left untouched. Returns the run's status afterwards.
+    With ``owner``, the run's lease is taken in the same transaction (graphmodel/run_lease.py);
+    RunBusyError when another live process holds it.
     """
     ensure_schema(driver)
     layers = _layer_names(circuit)
@@ -150,10 +153,20 @@ def start_run(driver: Driver, circuit: Circuit) -> str:
     }
 
     def work(tx: ManagedTransaction) -> str:
-        record = tx.run("OPTIONAL MATCH (r:Run {run_id: $run_id}) RETURN r.status AS status", params).single()
-        if record is not None and record["status"] == COMPLETE:
+        if owner is None:
+            record = tx.run("OPTIONAL MATCH (r:Run {run_id: $run_id}) RETURN r.status AS status", params)
+            lease = record.single() or {}
+        else:
+            lease = tx.run(run_lease.LOCK_AND_READ, params).single().data()
+        if lease.get("status") == COMPLETE:
+            if owner is not None:
+                tx.run(run_lease.UNLOCK, params).consume()
             return COMPLETE
+        if owner is not None and run_lease.holder_alive(lease, owner):
+            raise run_lease.RunBusyError(run_lease.busy_message(circuit.run_id, lease))
         tx.run(_START_RUN, params).consume()
+        if owner is not None:
+            tx.run(run_lease.TAKE, {**params, **owner.params()}).consume()
         return RUNNING
 
     with driver.session() as session:
@@ -560,7 +573,8 @@ def complete_run(driver: Driver, circuit: Circuit) -> None:
         session.execute_write(
             _run,
             "MATCH (r:Run {run_id: $run_id}) SET r += $props, r.stats_json = $stats_json, "
-            "r.status = 'COMPLETE', r.finished_at = datetime() REMOVE r.error, r.failed_at",
+            "r.status = 'COMPLETE', r.finished_at = datetime() "
+            f"REMOVE r.error, r.failed_at, {run_lease.FINISHED_PROPERTIES}",
             {"run_id": circuit.run_id, "props": props, "stats_json": json.dumps(circuit.stats)},
         )
 
@@ -571,7 +585,8 @@ def fail_run(driver: Driver, run_id: str, error: str) -> bool:
     def work(tx: ManagedTransaction) -> bool:
         record = tx.run(
             "MATCH (r:Run {run_id: $run_id}) WHERE r.status <> 'COMPLETE' "
-            "SET r.status = 'FAILED', r.error = $error, r.failed_at = datetime() RETURN count(r) AS n",
+            "SET r.status = 'FAILED', r.error = $error, r.failed_at = datetime() "
+            f"REMOVE {run_lease.LEASE_PROPERTIES} RETURN count(r) AS n",
             run_id=run_id,
             error=error[:ERROR_CHARS],
         ).single()

@@ -15,6 +15,7 @@ read transaction (`session.execute_read`), so a canned query cannot change the g
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,13 +128,16 @@ def get_query(name: str | Path) -> Query:
     return queries[name]
 
 
+INT64 = (-(2**63), 2**63 - 1)  # Cypher integers are 64-bit
+
+
 def _type_ok(type_: str, value: Any) -> bool:
     if type_ == "string":
         return isinstance(value, str)
     if type_ == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
     if type_ == "float":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if type_ == "boolean":
         return isinstance(value, bool)
     inner = type_[len("list<") : -1]
@@ -142,6 +146,10 @@ def _type_ok(type_: str, value: Any) -> bool:
 
 def validate_value(name: str, type_: str, value: Any) -> Any:
     if not _type_ok(type_, value):
+        if isinstance(value, int) and type_ == "integer":
+            raise ValueError(f"parameter {name!r} is out of range: {value} does not fit a 64-bit integer")
+        if isinstance(value, float) and type_ == "float":
+            raise ValueError(f"parameter {name!r} must be a finite number, got {value!r}")
         raise ValueError(f"parameter {name!r} must be of type {type_}, got {type(value).__name__} {value!r}")
     if type_ == "float":
         return float(value)

@@ -6,6 +6,7 @@ Secrets that the user does not set are generated once and kept in ``<state_dir>/
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import secrets
@@ -66,12 +67,50 @@ def _host_port(url: str, default_port: int, variable: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
+def check_url(url: str, schemes: tuple[str, ...], variable: str, example: str) -> None:
+    """Refuse a URL without a known scheme, a host, or a valid port before anything connects to it
+    (the drivers would fall back to localhost or wrap the port, and send the password there)."""
+    parts = urlsplit(url)
+    fix = f"set {variable} like {example}"
+    if parts.scheme not in schemes:
+        raise StackError(
+            f"{variable}={url!r} has scheme {parts.scheme!r}, not one of {', '.join(schemes)}; {fix}"
+        )
+    if not parts.hostname:
+        raise StackError(f"{variable}={url!r} has no host; {fix}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise StackError(f"{variable}={url!r} has an invalid port (a port is a number 1..65535); {fix}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise StackError(f"{variable}={url!r} has a path or query; give only scheme://host:port ({fix})")
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "neurflow"
 
 
 SECRET_KEYS = ("neo4j_password", "s3_access_key", "s3_secret_key")
+# The keys of the config file: the NEURFLOW_* variables without the prefix, in lower case.
+FILE_KEYS = (
+    "state_dir",
+    "stack_build_dir",
+    "neo4j_uri",
+    "neo4j_user",
+    "neo4j_password",
+    "neo4j_heap",
+    "neo4j_pagecache",
+    "neo4j_retry_seconds",
+    "s3_endpoint",
+    "s3_access_key",
+    "s3_secret_key",
+    "s3_bucket",
+    "browser_port",
+)
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
 
 def config_file_path() -> Path:
@@ -96,6 +135,16 @@ def _file_settings() -> dict[str, str]:
         raise StackError(f"cannot read the config file {path}: {exc}") from exc
     if any(k in data for k in SECRET_KEYS) and path.stat().st_mode & 0o077:
         raise StackError(f"{path} holds secrets but others can read it; run `chmod 600 {path}`")
+    unknown = sorted(set(data) - set(FILE_KEYS))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, FILE_KEYS, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise StackError(
+            f"{path}: unknown setting {', '.join(hints)}; the keys are {', '.join(FILE_KEYS)}. Nothing was "
+            "connected to"
+        )
     settings = {}
     for key, value in data.items():
         if not isinstance(value, (str, int)) or isinstance(value, bool):
@@ -117,13 +166,19 @@ def load_config() -> StackConfig:
         browser_port = int(port_text)
     except ValueError as exc:
         raise StackError(f"NEURFLOW_BROWSER_PORT={port_text!r} is not a port number") from exc
+    if not 1 <= browser_port <= 65535:
+        raise StackError(f"NEURFLOW_BROWSER_PORT={port_text!r} is out of range: a port is 1..65535")
     build_dir = env.get("NEURFLOW_STACK_BUILD_DIR")
+    neo4j_uri = env.get("NEURFLOW_NEO4J_URI", "bolt://127.0.0.1:7687")
+    s3_endpoint = env.get("NEURFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
+    check_url(neo4j_uri, BOLT_SCHEMES, "NEURFLOW_NEO4J_URI", "bolt://127.0.0.1:7687")
+    check_url(s3_endpoint, ("http", "https"), "NEURFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
     return StackConfig(
         state_dir=state_dir,
-        neo4j_uri=env.get("NEURFLOW_NEO4J_URI", "bolt://127.0.0.1:7687"),
+        neo4j_uri=neo4j_uri,
         neo4j_user=env.get("NEURFLOW_NEO4J_USER", "neo4j"),
         neo4j_password=env.get("NEURFLOW_NEO4J_PASSWORD") or stored["neo4j_password"],
-        s3_endpoint=env.get("NEURFLOW_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        s3_endpoint=s3_endpoint,
         s3_access_key=env.get("NEURFLOW_S3_ACCESS_KEY") or stored["s3_access_key"],
         s3_secret_key=env.get("NEURFLOW_S3_SECRET_KEY") or stored["s3_secret_key"],
         s3_bucket=env.get("NEURFLOW_S3_BUCKET", "neurflow"),

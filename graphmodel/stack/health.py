@@ -22,6 +22,7 @@ def neo4j_problem(cfg: StackConfig, timeout: float = 3.0) -> str | None:
             cfg.neo4j_uri,
             auth=(cfg.neo4j_user, cfg.neo4j_password),
             connection_timeout=timeout,
+            connection_acquisition_timeout=timeout,  # bounds the handshake too: a hung server answers nothing
             max_transaction_retry_time=0,
         ) as driver:
             records, _, _ = driver.execute_query("RETURN 1 AS ok")

@@ -233,6 +233,57 @@ def _wait_healthy(cfg: StackConfig, pending: dict[str, tuple[int, int]], deadlin
     return ready
 
 
+MIN_FREE_BYTES = 64 * 2**20
+SINCE_START = b"\n--- started "
+
+
+def _log_since_start(log: Path, limit: int = 4 * 2**20) -> str:
+    """The log of the service's current start (after the last start marker `spawn` writes)."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - limit))
+            data = handle.read()
+    except OSError:
+        return ""
+    return data[data.rfind(SINCE_START) + 1 :].decode("utf-8", "replace")
+
+
+def disk_full_problem(folder: Path, min_free: int = MIN_FREE_BYTES) -> str | None:
+    """A line saying the disk under `folder` is (nearly) full, or None."""
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        return None
+    if usage.free >= min_free:
+        return None
+    return (
+        f"the disk under {folder} is full ({usage.free / 2**20:.1f} MB free of "
+        f"{usage.total / 2**30:.1f} GB); Neo4j cannot write there. Free space on it, then run "
+        "`neurflow stack up` again"
+    )
+
+
+def _neo4j_broken(cfg: StackConfig) -> bool:
+    """Whether the running Neo4j of this state dir finished starting and now fails its check (after
+    a full disk or another critical error it refuses every transaction until restarted). One still
+    starting is not broken. A full disk is reported instead of restarting into it."""
+    if _NEO4J_READY not in _log_since_start(_log_file(cfg, "neo4j")):
+        return False
+    for attempt in range(3):  # a busy server may miss one check: restart only on a lasting failure
+        if attempt:
+            time.sleep(2.0)
+        try:
+            problem = health.neo4j_problem(cfg, timeout=5.0)
+        except StackError:
+            return False  # wrong credentials: not ours to fix by restarting
+        if problem is None:
+            return False
+    full = disk_full_problem(cfg.state_dir / "neo4j")
+    if full:
+        raise StackError(f"Neo4j is unhealthy ({problem}) because {full}")
+    return True
+
+
 def _log_says(log: Path, offset: int, text: str) -> bool:
     try:
         with open(log, "rb") as handle:
@@ -268,6 +319,9 @@ def up(
         started: set[str] = set()
         for service in selected:
             pid = _pid(cfg, service)
+            if pid is not None and service == "neo4j" and _neo4j_broken(cfg):
+                _stop_service(cfg, "neo4j", hard=True)  # it cannot shut down cleanly; it recovers on start
+                pid = None
             if pid is None:
                 _check_port_free(cfg, service)
                 log = _log_file(cfg, service)

@@ -98,6 +98,14 @@ def exemplar_patches(circuit: Circuit, exemplars: int = 4) -> dict[str, list[str
     return out
 
 
+def drawn_exemplars(circuit: Circuit, thumbnails: Mapping[str, bytes], exemplars: int = 4) -> tuple[int, int]:
+    """(exemplar images the page draws, exemplar images it shows): bytes that are missing or do not
+    decode as an image are drawn as grey boxes and not counted."""
+    shown = {pid for pids in exemplar_patches(circuit, exemplars).values() for pid in pids}
+    drawn = sum(1 for pid in shown if pid in thumbnails and thumbnail_data_uri(thumbnails[pid]) is not None)
+    return drawn, len(shown)
+
+
 def thumbnail_data_uri(png: bytes, size: int = THUMB_PX) -> str | None:
     """A PNG as a data: URI, downscaled to at most `size` px; None when the bytes are not an image."""
     from PIL import Image, UnidentifiedImageError

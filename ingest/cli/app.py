@@ -21,6 +21,7 @@ from ingest.cli.label_mllm import mllm_command
 from ingest.cli.planted_data import planted_data_command
 from ingest.cli.query import query_command
 from ingest.cli.report import report_command
+from ingest.cli.runs import runs_command
 from ingest.cli.stack import stack_group
 
 
@@ -33,6 +34,12 @@ def _user_error_types() -> tuple[type[Exception], ...]:
         "ingest.core.layers": "LayerError",
         "ingest.core.models": "ModelError",
         "ingest.core.patches": "ImageFolderError",
+        "ingest.core.circuit": "CircuitInputError",
+        "ingest.pipeline.output": "OutputError",
+        "graphmodel.records": "CircuitFileError",
+        "graphmodel.stack.config": "StackError",
+        "graphmodel.connection": "GraphStoreError",
+        "graphmodel.patchstore": "PatchStoreError",
     }
     return tuple(getattr(sys.modules[m], name) for m, name in wanted.items() if m in sys.modules)
 
@@ -69,6 +76,7 @@ for command, name in [
     (planted_data_command, "planted-data"),
     (show_command, "show"),
     (ingest_command, "ingest"),
+    (runs_command, "runs"),
     (stack_group, "stack"),
     (query_command, "query"),
     (label_group, "label"),

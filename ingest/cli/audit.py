@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ingest.cli.ranges import COUNT, SCORE, SEED
 from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
 
 
@@ -51,10 +52,16 @@ def _influence(driver, opened, expected: list[str], min_score: float, max_rank: 
     type=click.Path(exists=True, file_okay=False),
     help="Images of the class to measure what masking costs (default: the run's image folder).",
 )
-@click.option("--min-score", default=0.8, show_default=True, help="Lowest label score of a candidate.")
-@click.option("--max-rank", default=2, show_default=True, help="Only a group's best N labels count.")
-@click.option("--random-sets", default=10, show_default=True, help="Random same-size groups per group.")
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--min-score", default=0.8, show_default=True, type=SCORE, help="Lowest label score of a candidate."
+)
+@click.option(
+    "--max-rank", default=2, show_default=True, type=COUNT, help="Only a group's best N labels count."
+)
+@click.option(
+    "--random-sets", default=10, show_default=True, type=COUNT, help="Random same-size groups per group."
+)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random groups.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def audit_command(
     run: RunRef,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ingest.analysis.debug_ranking import DEFAULT_THRESHOLD, RANKINGS
+from ingest.cli.ranges import COUNT, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
 
@@ -31,6 +32,7 @@ def _label_text(labels: dict, group_id: str, truth: dict[str, float]) -> str:
     "--threshold",
     default=DEFAULT_THRESHOLD,
     show_default=True,
+    type=Bounded(float, 0.0, why="a value of the metric M, which is never negative"),
     help="A crop counts as showing a group's concept when the group's metric M on it reaches this.",
 )
 @click.option(
@@ -54,8 +56,12 @@ def _label_text(labels: dict, group_id: str, truth: dict[str, float]) -> str:
     type=click.Path(exists=True, file_okay=False),
     help="With --mask: images searched for the largest class-logit drops (default: the run's images).",
 )
-@click.option("--drops", "n_drops", default=8, show_default=True, help="With --mask: images listed.")
-@click.option("--random-sets", default=10, show_default=True, help="With --mask: random same-size sets.")
+@click.option(
+    "--drops", "n_drops", default=8, show_default=True, type=COUNT, help="With --mask: images listed."
+)
+@click.option(
+    "--random-sets", default=10, show_default=True, type=COUNT, help="With --mask: random same-size sets."
+)
 @click.option(
     "--out",
     "out_dir",

@@ -7,13 +7,18 @@ from pathlib import Path
 import click
 
 from ingest.cli.options import resolve_class, resolve_device
+from ingest.cli.ranges import COUNT, STEPS
 
 
 @click.command(name="demo")
 @click.option("--out", type=click.Path(file_okay=False), default="out/demo", show_default=True)
 @click.option("--class", "class_name", default="bee", show_default=True)
-@click.option("--images", "n_images", default=40, show_default=True, help="Benchmark images to generate.")
-@click.option("--steps", default=16, show_default=True)
+@click.option(
+    "--images", "n_images", default=40, show_default=True, type=COUNT, help="Benchmark images to generate."
+)
+@click.option(
+    "--steps", default=16, show_default=True, type=STEPS, help="Integration steps (Gauss-Legendre nodes)."
+)
 @click.option(
     "--quadrature",
     type=click.Choice(["riemann_right", "gausslegendre"]),
@@ -47,7 +52,7 @@ def demo_command(out: str, class_name: str, n_images: int, steps: int, quadratur
     class_index = resolve_class(class_name, loaded.class_names, loaded.num_classes)
     cfg = ExtractConfig(layers=loaded.default_layers, steps=steps, quadrature=quadrature)
     if not store:
-        run_extract(loaded, images, class_index, cfg, out_dir)
+        run_extract(loaded, images, class_index, cfg, out_dir, replace_other=True)
         return
     _demo_with_store(loaded, images, class_index, cfg, out_dir)
 

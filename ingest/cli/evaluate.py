@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ingest.cli.ranges import COUNT, SEED, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
 CHECKS = ("optimality", "fidelity", "correlation", "k_stability")
@@ -23,6 +24,8 @@ def _ints(_ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, 
         raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param=param) from None
     if not values:
         raise click.BadParameter("give at least one value", param=param)
+    if min(values) < 1:
+        raise click.BadParameter(f"{text!r}: every value must be at least 1 (a size or a count)", param=param)
     return values
 
 
@@ -57,18 +60,32 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 )
 @click.option("--checks", default=",".join(CHECKS), show_default=True, help="Which checks to run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="evaluation", show_default=True)
-@click.option("--random-sets", default=100, show_default=True, help="(a) random sets per target.")
+@click.option("--random-sets", default=100, show_default=True, type=COUNT, help="(a) random sets per target.")
 @click.option(
-    "--max-targets", default=5, show_default=True, help="(a, c, d) circuit neurons tested per layer."
+    "--max-targets",
+    default=5,
+    show_default=True,
+    type=COUNT,
+    help="(a, c, d) circuit neurons tested per layer.",
 )
 @click.option("--taus", default="4,8,16", show_default=True, callback=_ints, help="(b) core-set sizes.")
 @click.option(
-    "--fidelity-random-sets", default=10, show_default=True, help="(b) random sets per layer and τ."
+    "--fidelity-random-sets",
+    default=10,
+    show_default=True,
+    type=COUNT,
+    help="(b) random sets per layer and τ.",
 )
 @click.option(
     "--sizes", default="1,5,10,20,50", show_default=True, callback=_ints, help="(c) random-set sizes."
 )
-@click.option("--sets-per-size", default=50, show_default=True, help="(c) random sets per size (>1).")
+@click.option(
+    "--sets-per-size",
+    default=50,
+    show_default=True,
+    type=Bounded(int, 2, why="a correlation needs at least two sets"),
+    help="(c) random sets per size (>1).",
+)
 @click.option(
     "--max-single",
     type=click.IntRange(min=2),
@@ -78,7 +95,7 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
 @click.option(
     "--ks", default="30,50,70,90,110,150,190", show_default=True, callback=_ints, help="(d) values of k."
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random sets.")
 def evaluate_command(
     run: RunRef,
     held_out: str | None,

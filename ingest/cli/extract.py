@@ -7,12 +7,17 @@ from pathlib import Path
 import click
 
 from ingest.cli.options import build_run, extraction_options, progress_bar
+from ingest.cli.ranges import Bounded
 
 
 @click.command(name="layers")
 @click.argument("model")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file.")
-@click.option("--input-size", type=int, help="Input side in pixels (default: from the model).")
+@click.option(
+    "--input-size",
+    type=Bounded(int, 8, 4096, why="the side of the square input image in pixels"),
+    help="Input side in pixels (default: from the model).",
+)
 def layers_command(model: str, weights: str | None, input_size: int | None) -> None:
     """List the layers of MODEL that can be named in --layers, with output shapes.
 
@@ -45,14 +50,22 @@ def layers_command(model: str, weights: str | None, input_size: int | None) -> N
 )
 def extract_command(images: str, out: str, **options) -> None:
     """Extract the NeurFlow circuit of one class and save it as JSON plus exemplar patches."""
+    from ingest.pipeline.output import OutputError, check_out_dir
+
+    try:
+        check_out_dir(Path(out))
+    except OutputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     loaded, class_index, cfg = build_run(**options)
     run_extract(loaded, images, class_index, cfg, Path(out))
 
 
-def run_extract(loaded, images, class_index, cfg, out: Path):
-    """Extract, save to `out` and print the summary: `extract` and `demo --no-store` share it."""
+def run_extract(loaded, images, class_index, cfg, out: Path, *, replace_other: bool = False):
+    """Extract, save to `out` and print the summary: `extract` and `demo --no-store` share it.
+    `replace_other` removes another run's results from `out` (the demo owns its folder); without it
+    such a folder is refused before any layer is computed."""
     from ingest.core.circuit import extract_circuit
-    from ingest.pipeline.output import save_outputs, summary_lines
+    from ingest.pipeline.output import OutputError, save_outputs, summary_lines
 
     click.echo(
         f"model {loaded.model_id} on {next(loaded.module.parameters()).device}; class "
@@ -60,8 +73,23 @@ def run_extract(loaded, images, class_index, cfg, out: Path):
         f"layers {', '.join(cfg.layers)}",
         err=True,
     )
-    circuit, patches = extract_circuit(loaded, images, class_index, cfg, progress=progress_bar)
-    paths = save_outputs(circuit, patches, out)
+    try:
+        circuit, patches = extract_circuit(
+            loaded,
+            images,
+            class_index,
+            cfg,
+            progress=progress_bar,
+            on_prepared=lambda shell: _claim(out, shell.run_id, replace_other),
+        )
+        paths = save_outputs(circuit, patches, out)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the results into {out}: {exc.strerror or exc}; files written before are "
+            "kept whole (each is replaced atomically). Free space or choose another --out, then re-run"
+        ) from None
     for line in summary_lines(circuit):
         click.echo(line)
     click.echo("")
@@ -70,13 +98,23 @@ def run_extract(loaded, images, class_index, cfg, out: Path):
     return circuit
 
 
+def _claim(out: Path, run_id: str, replace: bool) -> None:
+    from ingest.pipeline.output import claim_out_dir
+
+    for path in claim_out_dir(out, run_id, replace=replace):
+        click.echo(f"removed {path} (another run's result)", err=True)
+
+
 @click.command(name="show")
 @click.argument("circuit_json", type=click.Path(exists=True, dir_okay=False))
 def show_command(circuit_json: str) -> None:
     """Print the summary and purity tables of a saved circuit.json."""
-    from graphmodel.records import Circuit
+    from graphmodel.records import Circuit, CircuitFileError
     from ingest.pipeline.output import summary_lines
 
-    circuit = Circuit.load(circuit_json)
+    try:
+        circuit = Circuit.load(circuit_json)
+    except CircuitFileError as exc:
+        raise click.ClickException(str(exc)) from None
     for line in summary_lines(circuit):
         click.echo(line)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ def ingest_command(use_s3: bool, local_patches: str | None, images: str, **optio
     from graphmodel.connection import GraphStoreError, connect
     from graphmodel.patchstore import PatchStoreError
     from graphmodel.stack.config import StackError, load_config
-    from ingest.pipeline.ingest_run import describe_failure
+    from ingest.pipeline.ingest_run import Terminated, describe_failure, sigterm_raises
     from ingest.pipeline.patch_stores import open_patch_store
 
     if use_s3 and local_patches:
@@ -112,9 +113,17 @@ def ingest_command(use_s3: bool, local_patches: str | None, images: str, **optio
             err=True,
         )
         try:
-            result = ingest_with_progress(
-                driver, loaded, images, class_index, cfg, store, on_failure=_mark_failed(stack_cfg)
+            with sigterm_raises():
+                result = ingest_with_progress(
+                    driver, loaded, images, class_index, cfg, store, on_failure=_mark_failed(stack_cfg)
+                )
+        except Terminated:
+            click.echo(
+                "terminated (SIGTERM): the run is marked FAILED and keeps its finished layers; run the same "
+                "command again to resume",
+                err=True,
             )
+            sys.exit(128 + signal.SIGTERM)
         except (GraphStoreError, PatchStoreError, StackError) as exc:
             raise click.ClickException(str(exc)) from exc
         except Exception as exc:

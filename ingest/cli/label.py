@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import click
 
+from ingest.cli.ranges import COUNT, SCORE
 from ingest.cli.run_opener import RunRef, graph, open_stored_run
 
 
@@ -34,11 +35,12 @@ def _bank_options(fn):
                 help="Concept bank: BANK/<concept>/*.png positives, BANK/_negatives/[<concept>/]*.png "
                 "negatives.",
             ),
-            click.option("--top", default=3, show_default=True, help="Labels kept per group."),
+            click.option("--top", default=3, show_default=True, type=COUNT, help="Labels kept per group."),
             click.option(
                 "--min-score",
                 default=0.5,
                 show_default=True,
+                type=SCORE,
                 help="Lowest ROC AUC stored (0.5 is chance).",
             ),
             click.option(
@@ -123,7 +125,9 @@ def label_group(
 @label_group.command("set")
 @click.option("--group", "group_id", required=True, help="Neuron group or semantic group id.")
 @click.option("--concept", required=True, help="Concept name.")
-@click.option("--score", default=1.0, show_default=True, help="Your confidence, stored as the score.")
+@click.option(
+    "--score", default=1.0, show_default=True, type=SCORE, help="Your confidence, stored as the score."
+)
 def label_set(group_id: str, concept: str, score: float) -> None:
     """Add a manual label to one group (other labels stay)."""
     from graphmodel.connection import GraphStoreError

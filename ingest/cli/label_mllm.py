@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ingest.cli.ranges import SECONDS, Bounded
 from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
 
 
@@ -38,7 +39,7 @@ from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
 @click.option(
     "--dry-run", is_flag=True, help="Print the prompts (image URIs instead of images); send nothing."
 )
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--timeout", type=SECONDS, default=120.0, show_default=True, help="Seconds per request.")
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
@@ -46,7 +47,11 @@ from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
     show_default=True,
     help="Retries after HTTP 429/5xx or a dropped connection, with exponential backoff.",
 )
-@click.option("--temperature", type=float, help="Sampling temperature (default: the server's).")
+@click.option(
+    "--temperature",
+    type=Bounded(float, 0.0, 2.0, why="the sampling temperature of OpenAI-compatible APIs"),
+    help="Sampling temperature (default: the server's).",
+)
 def mllm_command(
     run_id: str,
     url: str | None,

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ingest.cli.ranges import SEED, STEPS, Bounded
 from ingest.core.tau import TauRule, parse_tau
+
+MIN_MEMORY_MB = 64.0
 
 if TYPE_CHECKING:
     from ingest.core.circuit import ExtractConfig
@@ -106,9 +109,19 @@ def extraction_options(fn: Callable) -> Callable:
             help="Core neurons per target: a count (16), a fraction of the layer's width (0.05 or 5%), "
             "or a cumulative share of Σ|T| (cum:0.8).",
         ),
-        click.option("--k", default=50, show_default=True, help="Patches per neuron concept (top-k)."),
         click.option(
-            "--steps", default=50, show_default=True, help="Integration steps N of the integrated gradients."
+            "--k",
+            default=50,
+            show_default=True,
+            type=Bounded(int, 1, why="the number of top patches that define a neuron's concept"),
+            help="Patches per neuron concept (top-k).",
+        ),
+        click.option(
+            "--steps",
+            default=50,
+            show_default=True,
+            type=STEPS,
+            help="Integration steps N of the integrated gradients.",
         ),
         click.option(
             "--quadrature",
@@ -128,6 +141,7 @@ def extraction_options(fn: Callable) -> Callable:
             "--max-images",
             default=50,
             show_default=True,
+            type=Bounded(int, 0, why="0 means all images; otherwise how many images to use"),
             help="Use at most this many images predicted as the class (0: all).",
         ),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -135,9 +149,15 @@ def extraction_options(fn: Callable) -> Callable:
             "--memory-mb",
             default=2048.0,
             show_default=True,
+            type=Bounded(
+                float,
+                MIN_MEMORY_MB,
+                why=f"below {MIN_MEMORY_MB:g} MB the chunks are so small that the pass runs several times "
+                "slower",
+            ),
             help="Memory bound for one chunk of the integrated-gradient pass.",
         ),
-        click.option("--seed", default=0, show_default=True),
+        click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed (torch, numpy)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -165,6 +185,8 @@ def build_run(
     from ingest.core.models import load_model
 
     loaded = load_model(model_name, weights, device=resolve_device(device), seed=seed)
+    if loaded.preprocessing_note:
+        click.echo(f"note: {loaded.preprocessing_note}", err=True)
     class_index = resolve_class(class_spec, loaded.class_names, loaded.num_classes)
     layer_names = (
         [x.strip() for x in layer_list.split(",") if x.strip()]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import click
 
+from ingest.cli.ranges import COUNT, SEED
+
 
 @click.command(name="planted-data")
 @click.argument("kind", type=click.Choice(["images", "bank", "pairs"]))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--n", "n", default=40, show_default=True, help="Images, exemplars per concept, or pairs.")
+@click.option(
+    "--n", "n", default=40, show_default=True, type=COUNT, help="Images, exemplars per concept, or pairs."
+)
 @click.option("--class", "class_name", default="bee", show_default=True, help="Class of `images`.")
 @click.option("--concept", default="flower", show_default=True, help="Concept added in `pairs`.")
-@click.option("--seed", default=1234, show_default=True)
+@click.option("--seed", default=1234, show_default=True, type=SEED, help="Random seed of the scenes.")
 def planted_data_command(kind: str, out: str, n: int, class_name: str, concept: str, seed: int) -> None:
     """Write planted-benchmark data: IMAGES of a class (with ground-truth sidecars), a concept BANK
     for `neurflow label`, or counterfactual PAIRS (other classes without/with a concept) for

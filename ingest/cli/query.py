@@ -74,6 +74,7 @@ def query_command(
     Lists are comma-separated (--param expected=stripes,wings).
     """
     from graphmodel.connection import GraphStoreError, connect
+    from graphmodel.stack.config import StackError
     from queries.runner import QueryError, bind, coerce, get_query, run
 
     if assets_dir:
@@ -98,7 +99,7 @@ def query_command(
     try:
         with connect() as driver:
             rows = run(query.path, driver, **params)
-    except (GraphStoreError, QueryError) as exc:
+    except (GraphStoreError, QueryError, StackError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))

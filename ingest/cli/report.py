@@ -46,8 +46,7 @@ def _from_graph(run_id: str, exemplars: int, echo) -> tuple[Circuit, dict, dict,
             state = reader.run_status(driver, run_id)
             if state is None:
                 raise click.ClickException(
-                    f"run {run_id} is not in the graph at {cfg.neo4j_uri}; list the runs with "
-                    "`MATCH (r:Run) RETURN r.run_id, r.class_name, r.status`"
+                    f"run {run_id} is not in the graph at {cfg.neo4j_uri}; `neurflow runs` lists the runs"
                 )
             if state.status != "COMPLETE":
                 echo(
@@ -168,7 +167,8 @@ def report_command(
     neurflow report --run RUN_ID -o circuit.html
     neurflow report --circuit out/circuit.json --images DIR -o circuit.html
     """
-    from ingest.analysis.report import render_report
+    from graphmodel.records import write_atomically
+    from ingest.analysis.report import drawn_exemplars, render_report
     from ingest.analysis.report_inputs import load_plots, plots_named_in
 
     if (run_id is None) == (circuit_path is None):
@@ -196,13 +196,17 @@ def report_command(
     page = render_report(
         circuit, thumbnails=thumbs, labels=labels, evaluation=evaluation, plots=plots, exemplars=exemplars
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    try:
+        write_atomically(out, page.encode("utf-8"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
     n_labels = sum(1 for g in circuit.neuron_groups if labels.get(g.ng_id))
+    drawn, shown = drawn_exemplars(circuit, thumbs, exemplars)
+    grey = f" ({shown - drawn} missing, drawn as grey boxes)" if drawn < shown else ""
     click.echo(
         f"wrote {out} ({len(page) / 1e6:.1f} MB): {len(circuit.neuron_groups)} neuron groups in "
-        f"{len(circuit.layers)} layers, {len(circuit.group_edges)} group edges, {len(thumbs)} exemplar "
-        f"images, {n_labels} labelled groups"
+        f"{len(circuit.layers)} layers, {len(circuit.group_edges)} group edges, {drawn} of {shown} exemplar "
+        f"images{grey}, {n_labels} labelled groups"
         + (", evaluation" if evaluation else "")
         + (f", {len(plots)} plots" if plots else "")
     )

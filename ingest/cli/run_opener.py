@@ -99,7 +99,7 @@ def open_stored_run(driver, ref: RunRef, *, with_patches: bool):
     run_id = ref.run_id
     state = run_status(driver, run_id)
     if state is None:
-        raise click.ClickException(f"run {run_id} is not in the graph; `neurflow query --list` shows queries")
+        raise click.ClickException(f"run {run_id} is not in the graph; `neurflow runs` lists the runs")
     if state.status != "COMPLETE":
         raise click.ClickException(
             f"run {run_id} is {state.status} (layers done: {', '.join(state.layers_done) or 'none'}); "

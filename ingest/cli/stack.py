@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from graphmodel.stack.config import StackError
+from ingest.cli.ranges import SECONDS
 
 
 @click.group(name="stack")
@@ -37,7 +38,9 @@ def _print_table(report: dict) -> None:
 @click.option("--no-neo4j", is_flag=True, help="Do not start Neo4j.")
 @click.option("--no-s3", is_flag=True, help="Do not start the S3 server.")
 @click.option("--no-browser", is_flag=True, help="Do not serve Neo4j Browser.")
-@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait until healthy.")
+@click.option(
+    "--timeout", default=180.0, show_default=True, type=SECONDS, help="Seconds to wait until healthy."
+)
 def stack_up(no_neo4j: bool, no_s3: bool, no_browser: bool, timeout: float) -> None:
     """Start the services (a no-op for those already running) and wait until they answer."""
     from graphmodel.stack import load_config, up

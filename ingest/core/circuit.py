@@ -43,6 +43,26 @@ from ingest.core.version import code_version
 RANKINGS = ("paper", "reference")
 
 
+class CircuitInputError(ValueError):
+    """The model or the options cannot give a meaningful circuit (non-finite values, a top layer that
+    is not the output, τ wider than a layer); the message names the layer and what to do."""
+
+
+def _check_finite(values: np.ndarray, what: str, layer: str, axis_name: str = "neurons") -> None:
+    """Stop at the first NaN or infinity: one would spread into every weight of the circuit."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    columns = np.flatnonzero(bad.reshape(len(values), -1).any(0)) if values.ndim > 1 else np.array([])
+    shown = ", ".join(str(i) for i in columns[:10]) + (" ..." if len(columns) > 10 else "")
+    where = f" at {axis_name} {shown}" if len(columns) else ""
+    raise CircuitInputError(
+        f"the {what} of layer {layer} are not finite (NaN or infinity){where}: {int(bad.sum())} of "
+        f"{bad.size} values. The model computes NaN/inf on these images; fix the model or its weights "
+        "(nothing was stored as complete)"
+    )
+
+
 @dataclass
 class ExtractConfig:
     layers: list[str]
@@ -115,6 +135,8 @@ class _Context:
                         name, np.zeros((len(patches), value.shape[1]), dtype=np.float32)
                     )
                     buf[sl] = value.float().cpu().numpy()
+        for name, values in self.means.items():
+            _check_finite(values, "activations", name)
         self.rep_key = cuts.representative_keys()
 
     def inputs(self, index: slice | Tensor) -> Tensor:
@@ -215,6 +237,7 @@ def iter_circuit(
                 memory_mb=cfg.memory_mb,
                 progress=tick,
             )
+            _check_finite(att.numpy(), f"importances T (from {below})", name, f"neurons of {below}")
             offset = 0
             chosen: set[int] = set()
             sg_iter = iter(sgs)
@@ -292,6 +315,8 @@ def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: E
             f"(0..{model.num_classes - 1})"
         )
     cuts = LayerCuts(model.module, cfg.layers, model.input_size)
+    _check_top_is_output(model, cuts)
+    _check_tau_fits(cuts, cfg.tau)
     patches = build_patch_set(
         images,
         class_index,
@@ -318,6 +343,44 @@ def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: E
     return PreparedRun(cuts, patches, circuit)
 
 
+def _check_top_is_output(model: LoadedModel, cuts: LayerCuts) -> None:
+    """The circuit starts from the class logit: the first listed layer must compute the model's
+    output, or a channel of some inner layer would be explained as if it were the class."""
+    device = next(model.module.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, model.input_size, model.input_size, generator=generator).to(device)
+    top = cuts.layers[0]
+    with torch.no_grad():
+        out = model.module(x)
+        ours = cuts.prefix(top)(x)
+    out = out[0] if isinstance(out, tuple | list) else getattr(out, "logits", out)
+    same = (
+        isinstance(out, Tensor)
+        and out.shape == ours.shape
+        and torch.allclose(out.float(), ours.float(), rtol=1e-4, atol=1e-5, equal_nan=True)
+    )
+    if not same:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise CircuitInputError(
+            f"the first listed layer {top!r} (output {tuple(ours.shape)}) is not the model's output "
+            f"({shape}); --layers must start with the layer that computes the class logits "
+            "(see `neurflow layers MODEL`: the default list starts with it)"
+        )
+
+
+def _check_tau_fits(cuts: LayerCuts, tau: TauRule) -> None:
+    """A count τ larger than a layer would silently take the whole layer (and cost the most)."""
+    if tau.kind != "count":
+        return
+    for name in cuts.layers[1:]:
+        width = cuts.width(name)
+        if tau.value > width:
+            raise CircuitInputError(
+                f"--tau {int(tau.value)} is larger than layer {name} ({width} neurons): it would take every "
+                f"neuron of the layer; give a count up to {width}, or a fraction such as 5%"
+            )
+
+
 def finish(circuit: Circuit, patches: PatchSet, model: LoadedModel, seconds: float, timings: dict) -> None:
     """Fill the run's statistics, and the purity tables when the images ship ground truth."""
     circuit.stats = {
@@ -339,11 +402,15 @@ def extract_circuit(
     cfg: ExtractConfig,
     progress: ProgressFactory = _no_progress,
     on_layer: Callable[[LayerStep], None] | None = None,
+    on_prepared: Callable[[Circuit], None] | None = None,
 ) -> tuple[Circuit, PatchSet]:
-    """Run the whole method on a folder of images; return the circuit and its patch set."""
+    """Run the whole method on a folder of images; return the circuit and its patch set.
+    `on_prepared` sees the circuit shell (run id fixed) before any layer is computed."""
     started = time.perf_counter()
     run = prepare_run(model, images, class_index, cfg)
     circuit = run.circuit
+    if on_prepared is not None:
+        on_prepared(circuit)
     timings = {}
     for step in iter_circuit(model, run.cuts, run.patches, class_index, cfg, circuit.run_id, progress):
         circuit.add_step(step)
@@ -368,6 +435,13 @@ def _classifier(model: LoadedModel, batch: int) -> Callable[[Tensor], Tensor]:
                 model.module(to_model_input(pixels[i : i + batch].to(device), model.mean, model.std))
                 for i in range(0, len(pixels), batch)
             ]
-        return torch.cat(out).argmax(1).cpu()
+        logits = torch.cat(out)
+        bad = ~torch.isfinite(logits).all(1)
+        if bad.any():
+            raise CircuitInputError(
+                f"the model's output is not finite (NaN or infinity) on {int(bad.sum())} of {len(logits)} "
+                "images, so its predictions mean nothing; fix the model or its weights"
+            )
+        return logits.argmax(1).cpu()
 
     return classify

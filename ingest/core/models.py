@@ -54,6 +54,9 @@ class LoadedModel:
     # the model was built from its shipped or random weights).
     spec: str = ""
     weights_path: str | None = None
+    # Set when preprocessing fell back to defaults the user did not choose (no sidecar mean/std):
+    # what was assumed and which file would say otherwise. Commands print it.
+    preprocessing_note: str | None = None
 
 
 def torchvision_archs() -> list[str]:
@@ -121,6 +124,21 @@ def load_model(
         default_layers=_layers_for(model, net),
         spec=model,
         weights_path=str(Path(weights).resolve()) if weights is not None else None,
+        preprocessing_note=_preprocessing_note(model, path, sidecar, size),
+    )
+
+
+def _preprocessing_note(model: str, path: Path | None, sidecar: dict, size: int) -> str | None:
+    """Say when a model's normalisation is ImageNet's by default rather than by a sidecar: a model
+    trained with other statistics would quietly see shifted inputs."""
+    if model in PLANTED_MODELS or ("mean" in sidecar and "std" in sidecar):
+        return None
+    side = path.with_suffix(".json") if path is not None else Path("<weights>.json")
+    missing = "has no mean/std" if side.is_file() else "does not exist"
+    return (
+        f"preprocessing: ImageNet mean {IMAGENET_MEAN} and std {IMAGENET_STD} at {size} px, because the "
+        f"sidecar {side} {missing}; if the model was trained otherwise, write its mean, std, input_size "
+        "(and classes) there"
     )
 
 

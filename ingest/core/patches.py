@@ -56,11 +56,37 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_rgb(path: Path) -> np.ndarray:
+    """uint8 [H, W, 3]. 16-bit and 32-bit grey images are scaled to 8 bits (Pillow's own conversion
+    clips them, so a 16-bit PNG would turn white); an image over Pillow's decompression-bomb limit
+    is refused rather than decoded."""
     try:
         with Image.open(path) as img:
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                return _wide_grey_to_rgb(np.asarray(img), img.mode)
             return np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise ImageFolderError(
+            f"image {str(path)!r} is too large to decode safely ({exc}); resize it or remove it"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageFolderError(f"cannot read image {str(path)!r} ({exc}); remove or replace it") from exc
+
+
+def _wide_grey_to_rgb(values: np.ndarray, mode: str) -> np.ndarray:
+    """A 16/32-bit or float grey image as uint8 RGB: 16-bit values (as Pillow reads 16-bit PNGs) by
+    their full range (x / 257), other values by their own range."""
+    values = values.astype(np.float64)
+    sixteen_bit = mode.startswith("I;16") or (
+        mode == "I" and values.size and values.min() >= 0 and values.max() <= 65535
+    )
+    if sixteen_bit:
+        grey = values / 257.0
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        grey = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    grey = np.clip(np.nan_to_num(grey), 0, 255).round().astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def resize(arr: np.ndarray, size: int) -> np.ndarray:

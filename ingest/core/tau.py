@@ -7,6 +7,7 @@ of Σ|T| (`cum:0.8`: the fewest neurons whose |T| add up to 80 % of the total).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -29,7 +30,7 @@ def parse_tau(text: str | int | float) -> TauRule:
     try:
         if raw.startswith("cum:"):
             share = float(raw[4:])
-            if not 0 < share <= 1:
+            if not 0 < share <= 1:  # also refuses nan
                 raise ValueError
             return TauRule("cumulative", share)
         if raw.endswith("%"):
@@ -43,6 +44,10 @@ def parse_tau(text: str | int | float) -> TauRule:
             f"--tau {raw!r} is not understood: give a count (16), a fraction of the layer's width "
             "(0.05 or 5%), or a cumulative share of the total |T| (cum:0.8)"
         ) from None
+    if not math.isfinite(number):
+        raise ValueError(
+            f"--tau {raw!r} is not a finite number: give a count (16), a fraction (0.05 or 5%) or cum:0.8"
+        )
     if number >= 1 and number == int(number):
         return TauRule("count", int(number))
     if 0 < number < 1:

@@ -8,12 +8,16 @@ an engine may retry it.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graphmodel import run_lease
 from graphmodel.connection import GraphStoreError
 from graphmodel.patchstore import PatchStore, PatchStoreError, encode_png
 from graphmodel.stack.config import StackError
@@ -35,6 +39,7 @@ class IngestResult:
     patches_stored: int = 0
     seconds: float = 0.0
     counts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, dict] = field(default_factory=dict)  # per layer: seconds and pairs
     circuit: Circuit | None = None  # as extracted (None when the run was already complete)
 
 
@@ -61,7 +66,7 @@ def run_ingest(
     the run FAILED there) and the error is raised again: a run is never COMPLETE after an error.
     """
     from graphmodel import reader, writer
-    from ingest.core.circuit import finish, iter_circuit, prepare_run
+    from ingest.core.circuit import finish, prepare_run
 
     started = time.perf_counter()
     prepared = prepare_run(loaded, images, class_index, cfg)
@@ -72,52 +77,87 @@ def run_ingest(
             circuit.run_id, "ALREADY_COMPLETE", counts=writer.run_counts(driver, circuit.run_id)
         )
     store.check()
-    if writer.start_run(driver, circuit) == writer.COMPLETE:  # completed by another process meanwhile
+    owner = run_lease.Owner.here()
+    # RunBusyError when another live process ingests the same run; COMPLETE when one finished it
+    if writer.start_run(driver, circuit, owner) == writer.COMPLETE:
         return IngestResult(
             circuit.run_id, "ALREADY_COMPLETE", counts=writer.run_counts(driver, circuit.run_id)
         )
     result = IngestResult(circuit.run_id, writer.RUNNING)
     try:
-        writer.write_patches(driver, circuit.run_id, circuit.patches)
-        done = reader.finished_layers(driver, circuit.run_id)
-        result.layers_resumed = [step.layer.name for step in done]
-        if done:
-            echo(f"resuming run {circuit.run_id} below {', '.join(result.layers_resumed)}")
-        timings = {}
-        for step in done:
-            circuit.add_step(step)
-            timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
-        index = {r.patch_id: i for i, r in enumerate(prepared.patches.records)}
-        stored: set[str] = set()
-        for step in iter_circuit(
-            loaded, prepared.cuts, prepared.patches, class_index, cfg, circuit.run_id, progress, done=done
-        ):
-            exemplars = sorted({pid for sg in step.semantic_groups for pid in sg.patch_ids} - stored)
-            uris = store_patches(store, prepared.patches.pixels, index, exemplars, upload_progress)
-            writer.set_patch_uris(driver, uris)
-            stored.update(exemplars)
-            t0 = time.perf_counter()
-            rows = writer.write_layer(driver, circuit.run_id, step)
-            echo(
-                f"{step.layer.name}: {len(step.neurons)} neurons, {len(step.semantic_groups)} semantic "
-                f"groups, {len(step.neuron_groups)} neuron groups, {len(exemplars)} patches; "
-                f"{rows} rows written in {time.perf_counter() - t0:.2f} s"
+        with run_lease.Heartbeat(driver, circuit.run_id, owner) as beat:
+            _write_layers(
+                driver,
+                loaded,
+                prepared,
+                class_index,
+                cfg,
+                store,
+                result,
+                beat,
+                progress,
+                upload_progress,
+                echo,
             )
-            circuit.add_step(step)
-            result.layers_written.append(step.layer.name)
-            timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
-        result.patches_stored = len(stored)
-        finish(circuit, prepared.patches, loaded, time.perf_counter() - started, timings)
+        finish(circuit, prepared.patches, loaded, time.perf_counter() - started, result.timings)
         writer.complete_run(driver, circuit)
     except BaseException as exc:
         if on_failure is not None:
             on_failure(circuit.run_id, exc)
+        with contextlib.suppress(Exception):  # Neo4j may be what failed; a dead pid frees it anyway
+            run_lease.release(driver, circuit.run_id, owner)
         raise
     result.status = writer.COMPLETE
     result.circuit = circuit
     result.seconds = time.perf_counter() - started
     result.counts = writer.run_counts(driver, circuit.run_id)
     return result
+
+
+def _write_layers(
+    driver, loaded, prepared, class_index, cfg, store, result, beat, progress, upload_progress, echo
+):
+    """Store the patch set, take over the finished layers of an earlier attempt (their exemplars go
+    into this attempt's patch store, so no URI points at a store the run no longer uses), then
+    compute and write the remaining layers one by one."""
+    from graphmodel import reader, writer
+    from ingest.core.circuit import iter_circuit
+
+    circuit = prepared.circuit
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    done = reader.finished_layers(driver, circuit.run_id)
+    result.layers_resumed = [step.layer.name for step in done]
+    index = {r.patch_id: i for i, r in enumerate(prepared.patches.records)}
+    stored: set[str] = set()
+    if done:
+        echo(f"resuming run {circuit.run_id} below {', '.join(result.layers_resumed)}")
+        earlier = sorted({pid for step in done for sg in step.semantic_groups for pid in sg.patch_ids})
+        writer.set_patch_uris(
+            driver, store_patches(store, prepared.patches.pixels, index, earlier, upload_progress)
+        )
+        stored.update(earlier)
+    for step in done:
+        circuit.add_step(step)
+        result.timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
+    for step in iter_circuit(
+        loaded, prepared.cuts, prepared.patches, class_index, cfg, circuit.run_id, progress, done=done
+    ):
+        beat.check()
+        exemplars = sorted({pid for sg in step.semantic_groups for pid in sg.patch_ids} - stored)
+        uris = store_patches(store, prepared.patches.pixels, index, exemplars, upload_progress)
+        writer.set_patch_uris(driver, uris)
+        stored.update(exemplars)
+        t0 = time.perf_counter()
+        rows = writer.write_layer(driver, circuit.run_id, step)
+        echo(
+            f"{step.layer.name}: {len(step.neurons)} neurons, {len(step.semantic_groups)} semantic "
+            f"groups, {len(step.neuron_groups)} neuron groups, {len(exemplars)} patches; "
+            f"{rows} rows written in {time.perf_counter() - t0:.2f} s"
+        )
+        circuit.add_step(step)
+        result.layers_written.append(step.layer.name)
+        result.timings[step.layer.name] = {"seconds": round(step.seconds, 3), "pairs": step.pairs}
+    result.patches_stored = len(stored)
 
 
 def store_patches(store: PatchStore, pixels, index: dict[str, int], patch_ids: list[str], progress) -> dict:
@@ -127,16 +167,58 @@ def store_patches(store: PatchStore, pixels, index: dict[str, int], patch_ids: l
     return upload_patches(store, items, on_done=progress(len(items)))
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt: nothing should swallow it)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread, so a terminated ingest
+    marks its run FAILED like an interrupted one, instead of leaving it RUNNING forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum, _frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+DISK_FULL = ("no space left on device", "disk is full", "not enough disk space")
+NEEDS_RESTART = ("needs to be restarted", "database has encountered a critical error")
+
+
 def describe_failure(exc: BaseException, uri: str) -> str:
+    """One line for the Run's error and the user: what happened and what to do next."""
     from neo4j.exceptions import DriverError, Neo4jError
 
     if isinstance(exc, (GraphStoreError, PatchStoreError, StackError)):
         return str(exc)
     if isinstance(exc, (DriverError, Neo4jError)):
+        text = f"{type(exc).__name__}: {exc}"
+        lowered = text.lower()
+        if any(m in lowered for m in DISK_FULL):
+            return (
+                f"Neo4j at {uri} cannot write: its disk is full ({text}). Free space on the disk of "
+                "Neo4j's data folder, restart Neo4j (`neurflow stack up` restarts the local one), then "
+                "re-run the same command to resume below the finished layers"
+            )
+        if any(m in lowered for m in NEEDS_RESTART):
+            return (
+                f"Neo4j at {uri} stopped writing after a critical error ({text}); restart it "
+                "(`neurflow stack up` restarts the local one) and re-run the same command to resume"
+            )
         return (
-            f"lost Neo4j at {uri} during the ingest ({type(exc).__name__}: {exc}); finished layers are kept: "
+            f"lost Neo4j at {uri} during the ingest ({text}); finished layers are kept: "
             "re-run the same command to resume"
         )
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM); finished layers are kept: re-run the same command to resume"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"

@@ -3,22 +3,101 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from graphmodel.records import Circuit
+from graphmodel.records import Circuit, CircuitFileError, write_atomically
 from ingest.core.patches import PatchSet
 from ingest.core.purity import base_rates
 
+OWNED = ("circuit.json", "patches", "purity.tsv")
+
+
+class OutputError(ValueError):
+    """An output folder that cannot take this run's results; the message says which and why."""
+
+
+def check_out_dir(out: Path) -> None:
+    """Before any work: the folder can be created and written (a read-only --out is found now, not
+    after the whole computation)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".neurflow-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to the output folder {out}: {exc.strerror or exc}; choose a folder you can "
+            "write (--out)"
+        ) from None
+
+
+def claim_out_dir(out: Path, run_id: str, *, replace: bool = False) -> list[str]:
+    """Refuse a folder that holds another run's results: its circuit.json, patches and purity table
+    would be mixed with this run's. A folder of the same run (a re-run) is written again. With
+    `replace` (the demo, which owns its folder), another run's results are removed instead; the
+    paths removed are returned."""
+    circuit_file = out / "circuit.json"
+    if replace:
+        return _remove_other_run(out, run_id)
+    if circuit_file.exists():
+        try:
+            other = Circuit.load(circuit_file)
+        except CircuitFileError as exc:
+            raise OutputError(
+                f"--out {out} holds a circuit.json that cannot be read ({exc}); remove the folder's "
+                "circuit.json, patches/ and purity.tsv, or choose an empty folder"
+            ) from None
+        if other.run_id == run_id:
+            return []
+        raise OutputError(
+            f"--out {out} holds the results of another run ({other.run_id}, class "
+            f"{other.class_name or other.class_index}); choose an empty folder, or remove that run's "
+            "circuit.json, patches/ and purity.tsv first"
+        )
+    leftovers = [name for name in OWNED[1:] if (out / name).exists() and _not_empty(out / name)]
+    if leftovers:
+        raise OutputError(
+            f"--out {out} holds {' and '.join(leftovers)} of an earlier extraction without its circuit.json; "
+            "choose an empty folder, or remove them first"
+        )
+    return []
+
+
+def _remove_other_run(out: Path, run_id: str) -> list[str]:
+    try:
+        claim_out_dir(out, run_id)
+    except OutputError:
+        removed = []
+        for name in OWNED:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            removed.append(str(path))
+        return removed
+    return []
+
+
+def _not_empty(path: Path) -> bool:
+    return path.is_file() or any(path.iterdir())
+
 
 def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Path]:
+    """Write the exemplar PNGs, the purity table and, last, circuit.json, each atomically: a full
+    disk or a crash leaves the earlier files whole."""
     out.mkdir(parents=True, exist_ok=True)
+    claim_out_dir(out, circuit.run_id)  # a caller that replaces another run has done so by now
     paths = {"circuit": out / "circuit.json"}
-    circuit.save(paths["circuit"])
     exemplars = {p for n in circuit.neurons for p in n.concept}
     patch_dir = out / "patches"
     patch_dir.mkdir(exist_ok=True)
@@ -27,27 +106,31 @@ def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Pa
         target = patch_dir / f"{pid}.png"
         if not target.exists():
             pixels = patches.pixels[index[pid]].permute(1, 2, 0).numpy().astype(np.uint8)
-            Image.fromarray(pixels).save(target)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")
+            write_atomically(target, buffer.getvalue())
     paths[f"exemplar patches ({len(exemplars)})"] = patch_dir
     rows = circuit.stats.get("purity")
     if rows:
         paths["purity table"] = out / "purity.tsv"
-        with paths["purity table"].open("w", newline="") as fh:
-            writer = csv.writer(fh, delimiter="\t")
-            writer.writerow(["layer", "kind", "id", "neurons", "size", "concept", "purity", "shares"])
-            for r in rows:
-                writer.writerow(
-                    [
-                        r["layer"],
-                        r["kind"],
-                        r["id"],
-                        " ".join(map(str, r["neurons"])),
-                        r["size"],
-                        r["concept"],
-                        r["purity"],
-                        json.dumps(r["shares"]),
-                    ]
-                )
+        text = io.StringIO(newline="")
+        writer = csv.writer(text, delimiter="\t")
+        writer.writerow(["layer", "kind", "id", "neurons", "size", "concept", "purity", "shares"])
+        for r in rows:
+            writer.writerow(
+                [
+                    r["layer"],
+                    r["kind"],
+                    r["id"],
+                    " ".join(map(str, r["neurons"])),
+                    r["size"],
+                    r["concept"],
+                    r["purity"],
+                    json.dumps(r["shares"]),
+                ]
+            )
+        write_atomically(paths["purity table"], text.getvalue().encode())
+    circuit.save(paths["circuit"])
     return paths
 
 
