@@ -69,3 +69,17 @@ def local_stack(state_dir: Path, *, browser: bool = False) -> Iterator[StackConf
             yield cfg
         finally:
             down(cfg)
+
+
+def cli_env(stack: StackConfig, state_dir: Path, *, threads: int = 2) -> dict[str, str]:
+    """The environment of a `neurflow` subprocess against `stack`: its Neo4j, no S3 configured, its
+    own state dir (so the stack's running S3 server is not picked up automatically)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURFLOW_")}
+    env.update(
+        NEURFLOW_STATE_DIR=str(state_dir),
+        NEURFLOW_NEO4J_URI=stack.neo4j_uri,
+        NEURFLOW_NEO4J_PASSWORD=stack.neo4j_password,
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        OMP_NUM_THREADS=str(threads),
+    )
+    return env

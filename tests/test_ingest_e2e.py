@@ -10,7 +10,6 @@ timings), so "equal graph" means equal to the last property.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from graphmodel.connection import connect
 from graphmodel.patchstore import LocalPatchStore, S3PatchStore
 from graphmodel.stack import restart_neo4j, up
 from graphmodel.stack.services import stop_s3
+from tests.services import cli_env
 from tests.test_store import graph_size
 
 pytestmark = pytest.mark.slow
@@ -63,17 +63,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ingest_env(stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The CLI's environment: the stack's Neo4j, no S3 configured, its own state dir (so the
-    stack's running S3 server is not picked up automatically)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURFLOW_")}
-    env.update(
-        NEURFLOW_STATE_DIR=str(tmp_path_factory.mktemp("cli-state")),
-        NEURFLOW_NEO4J_URI=stack.neo4j_uri,
-        NEURFLOW_NEO4J_PASSWORD=stack.neo4j_password,
-        PYTHONPATH=str(ROOT),
-        OMP_NUM_THREADS="2",
-    )
-    return env
+    """The CLI's environment (tests/services.py: cli_env)."""
+    return cli_env(stack, tmp_path_factory.mktemp("cli-state"))
 
 
 def _command(images: Path, *extra: str) -> list[str]:

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ingest.cli import main
+from tests.services import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--k", "10", "--tau", "4", "--steps", "2", "--quadrature", "gausslegendre", "--device", "cpu"]
@@ -414,15 +415,7 @@ def test_default_preprocessing_is_said_and_names_the_sidecar(tmp_path, monkeypat
 
 @pytest.fixture(scope="module")
 def env(stack, tmp_path_factory) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEURFLOW_")}
-    env.update(
-        NEURFLOW_STATE_DIR=str(tmp_path_factory.mktemp("cli-state")),
-        NEURFLOW_NEO4J_URI=stack.neo4j_uri,
-        NEURFLOW_NEO4J_PASSWORD=stack.neo4j_password,
-        PYTHONPATH=str(ROOT),
-        OMP_NUM_THREADS="1",
-    )
-    return env
+    return cli_env(stack, tmp_path_factory.mktemp("cli-state"), threads=1)
 
 
 def ingest_command(images: Path, *extra: str) -> list[str]:
