@@ -52,22 +52,22 @@ def _iso(value: Any) -> str | None:
 def run_status(driver: Driver, run_id: str) -> RunState | None:
     """Status and progress of a run, or None when the graph does not hold it."""
     records, _, _ = driver.execute_query(
-        f"MATCH (r:Run {{run_id: $run_id}}) RETURN r {{.*}} AS run, {_HEARTBEAT_AGE}",
+        f"MATCH (r:Run {{run_id: $run_id}}) RETURN r {{.*}} AS run, {HEARTBEAT_AGE}",
         run_id=run_id,
         routing_="r",
     )
     if not records:
         return None
-    return _state(records[0]["run"], records[0]["heartbeat_age"])
+    return run_state(records[0]["run"], records[0]["heartbeat_age"])
 
 
-_HEARTBEAT_AGE = (
+HEARTBEAT_AGE = (
     "CASE WHEN r.heartbeat_at IS NULL THEN null "
     "ELSE duration.inSeconds(r.heartbeat_at, datetime()).seconds END AS heartbeat_age"
 )
 
 
-def _state(run: dict, heartbeat_age: float | None) -> RunState:
+def run_state(run: dict, heartbeat_age: float | None) -> RunState:
     status = run.get("status")
     return RunState(
         run_id=run["run_id"],
@@ -100,7 +100,7 @@ def list_runs(
     records, _, _ = driver.execute_query(
         "MATCH (r:Run) WHERE ($model_id IS NULL OR r.model_id = $model_id) "
         "AND ($status IS NULL OR r.status = $status) "
-        f"RETURN r {{.*}} AS run, {_HEARTBEAT_AGE} "
+        f"RETURN r {{.*}} AS run, {HEARTBEAT_AGE} "
         "ORDER BY coalesce(r.last_started_at, r.started_at) DESC, r.run_id LIMIT $limit",
         model_id=model_id,
         status=status,
@@ -109,7 +109,7 @@ def list_runs(
     )
     return [
         RunRow(
-            state=_state(rec["run"], rec["heartbeat_age"]),
+            state=run_state(rec["run"], rec["heartbeat_age"]),
             model_id=rec["run"].get("model_id"),
             class_index=rec["run"].get("class_index"),
             class_name=rec["run"].get("class_name"),

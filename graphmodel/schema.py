@@ -24,6 +24,7 @@ CONSTRAINTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "neuron_group_key": ("NeuronGroup", ("ng_id",)),
     "concept_key": ("Concept", ("name",)),
     "audit_key": ("AuditResult", ("audit_id",)),
+    "campaign_key": ("Campaign", ("campaign_id",)),
 }
 
 NODE_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from ingest.cli.audit import audit_command
+from ingest.cli.campaign import campaign_group
 from ingest.cli.debug import debug_command
 from ingest.cli.demo import demo_command
 from ingest.cli.evaluate import evaluate_command
@@ -77,6 +78,7 @@ for command, name in [
     (show_command, "show"),
     (ingest_command, "ingest"),
     (runs_command, "runs"),
+    (campaign_group, "campaign"),
     (stack_group, "stack"),
     (query_command, "query"),
     (label_group, "label"),

@@ -50,22 +50,9 @@ def ingest_with_progress(driver, loaded, images, class_index: int, cfg, store, *
 
 
 def _mark_failed(cfg: StackConfig) -> Callable[[str, BaseException], None]:
-    """Best effort, with a short retry budget: Neo4j may be the thing that failed."""
+    from ingest.pipeline.ingest_run import failure_marker
 
-    def mark(run_id: str, exc: BaseException) -> None:
-        from graphmodel import writer
-        from graphmodel.connection import connect
-        from ingest.pipeline.ingest_run import describe_failure
-
-        try:
-            with connect(cfg, retry_seconds=5.0, connection_timeout=3.0, verify=False) as driver:
-                marked = writer.fail_run(driver, run_id, describe_failure(exc, cfg.neo4j_uri))
-            if marked:
-                click.echo(f"run {run_id} marked FAILED", err=True)
-        except Exception as inner:  # the original error matters more
-            click.echo(f"could not mark run {run_id} FAILED ({type(inner).__name__}: {inner})", err=True)
-
-    return mark
+    return failure_marker(cfg, lambda line: click.echo(line, err=True))
 
 
 @click.command(name="ingest")

@@ -83,12 +83,7 @@ def label_group(
     if not run_id or not bank_dir:
         raise click.UsageError("give --run ID and --concepts BANK, or a sub-command: set, remove, mllm, clip")
     from graphmodel.labels import write_labels
-    from ingest.labelling.concept_bank import (
-        ConceptBankError,
-        bank_activations,
-        label_circuit,
-        load_concept_bank,
-    )
+    from ingest.labelling.concept_bank import ConceptBankError, concept_bank_labels, load_concept_bank
 
     with graph() as (_cfg, driver):
         ref = RunRef(run_id, model_name=model_name, weights=weights, device=device)
@@ -102,12 +97,11 @@ def label_group(
             f"{len(bank.files)} images",
             err=True,
         )
-        acts = bank_activations(opened.model, opened.cuts, bank)
-        labels = label_circuit(
+        labels = concept_bank_labels(
+            opened.model,
+            opened.cuts,
             opened.circuit,
-            acts,
             bank,
-            opened.cuts.representative_keys(),
             top=top,
             min_score=min_score,
             semantic_groups=not no_semantic_groups,

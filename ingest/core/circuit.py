@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,8 +307,17 @@ class PreparedRun:
     circuit: Circuit
 
 
-def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: ExtractConfig) -> PreparedRun:
-    """Validate the inputs, build the patch set and fix the run id (the same inputs give the same id)."""
+def prepare_run(
+    model: LoadedModel,
+    images: str | Path,
+    class_index: int,
+    cfg: ExtractConfig,
+    *,
+    files: Sequence[Path] | None = None,
+    predictions: Mapping[str, int] | None = None,
+) -> PreparedRun:
+    """Validate the inputs, build the patch set and fix the run id (the same inputs give the same id).
+    `files` and `predictions` are handed to `build_patch_set` (a campaign's pool and shared pass)."""
     if not 0 <= class_index < model.num_classes:
         raise ValueError(
             f"class index {class_index} is out of range: the model has {model.num_classes} classes "
@@ -320,11 +329,13 @@ def prepare_run(model: LoadedModel, images: str | Path, class_index: int, cfg: E
     patches = build_patch_set(
         images,
         class_index,
-        _classifier(model, cfg.batch_size),
+        classifier(model, cfg.batch_size),
         model.input_size,
         scales=cfg.scales,
         max_images=cfg.max_images,
         class_label=_class_name(model, class_index),
+        files=files,
+        predictions=predictions,
     )
     params = {**cfg.as_params(), "code_version": code_version()}
     circuit = Circuit(
@@ -426,7 +437,8 @@ def _class_name(model: LoadedModel, index: int) -> str | None:
     return names[index] if names and index < len(names) else None
 
 
-def _classifier(model: LoadedModel, batch: int) -> Callable[[Tensor], Tensor]:
+def classifier(model: LoadedModel, batch: int) -> Callable[[Tensor], Tensor]:
+    """uint8 pixels [B, 3, S, S] -> predicted class indices [B], refusing non-finite outputs."""
     device = next(model.module.parameters()).device
 
     def classify(pixels: Tensor) -> Tensor:

@@ -72,6 +72,7 @@ def load_model(
     input_size: int | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    sidecar: str | Path | None = None,
 ) -> LoadedModel:
     """Build or load `model`, check it is a classifier, and put it in eval mode on `device`.
 
@@ -88,7 +89,10 @@ def load_model(
     if path is None and builder is None:
         raise ModelError(f"model {model!r} means 'take the model from the weights file': pass one")
 
-    sidecar = _read_sidecar(path) if path is not None else {}
+    sidecar_path = Path(sidecar) if sidecar is not None else (path.with_suffix(".json") if path else None)
+    if sidecar is not None and not sidecar_path.is_file():
+        raise ModelError(f"sidecar {sidecar_path} does not exist")
+    sidecar = _read_sidecar(sidecar_path) if sidecar_path is not None else {}
     kind, payload = _read_weights(path) if path is not None else ("none", None)
     if kind in ("torchscript", "module"):
         net = payload
@@ -124,16 +128,16 @@ def load_model(
         default_layers=_layers_for(model, net),
         spec=model,
         weights_path=str(Path(weights).resolve()) if weights is not None else None,
-        preprocessing_note=_preprocessing_note(model, path, sidecar, size),
+        preprocessing_note=_preprocessing_note(model, sidecar_path, sidecar, size),
     )
 
 
-def _preprocessing_note(model: str, path: Path | None, sidecar: dict, size: int) -> str | None:
+def _preprocessing_note(model: str, side: Path | None, sidecar: dict, size: int) -> str | None:
     """Say when a model's normalisation is ImageNet's by default rather than by a sidecar: a model
     trained with other statistics would quietly see shifted inputs."""
     if model in PLANTED_MODELS or ("mean" in sidecar and "std" in sidecar):
         return None
-    side = path.with_suffix(".json") if path is not None else Path("<weights>.json")
+    side = side if side is not None else Path("<weights>.json")
     missing = "has no mean/std" if side.is_file() else "does not exist"
     return (
         f"preprocessing: ImageNet mean {IMAGENET_MEAN} and std {IMAGENET_STD} at {size} px, because the "
@@ -360,8 +364,7 @@ def _classify(obj: object, path: Path) -> tuple[str, object]:
     return "state_dict", state
 
 
-def _read_sidecar(path: Path) -> dict:
-    side = path.with_suffix(".json")
+def _read_sidecar(side: Path) -> dict:
     if not side.is_file():
         return {}
     try:

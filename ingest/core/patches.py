@@ -9,7 +9,7 @@ folder ships ground truth (`NAME.concepts.npz` beside `NAME.png`), the concepts 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,22 +164,34 @@ def patch_id(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:32]
 
 
+def predict_images(
+    files: Sequence[Path], classify: Callable[[Tensor], Tensor], input_size: int, batch_size: int = 32
+) -> list[int]:
+    """The model's prediction for every image, in batches: the one pass over a folder (or over a
+    campaign's whole pool, shared by its classes)."""
+    predictions: list[int] = []
+    for start in range(0, len(files), batch_size):
+        batch = files[start : start + batch_size]
+        arr = np.stack([resize(center_square(load_rgb(f)), input_size) for f in batch])
+        predictions.extend(classify(torch.from_numpy(arr).permute(0, 3, 1, 2)).tolist())
+    return predictions
+
+
 def predicted_images(
     files: Sequence[Path],
     class_index: int,
     classify: Callable[[Tensor], Tensor],
     input_size: int,
     batch_size: int = 32,
+    known: Mapping[str, int] | None = None,
 ) -> tuple[list[Path], list[int]]:
-    """The images the model predicts as `class_index`, and every image's prediction."""
-    keep: list[Path] = []
-    predictions: list[int] = []
-    for start in range(0, len(files), batch_size):
-        batch = files[start : start + batch_size]
-        arr = np.stack([resize(center_square(load_rgb(f)), input_size) for f in batch])
-        pred = classify(torch.from_numpy(arr).permute(0, 3, 1, 2)).tolist()
-        predictions.extend(pred)
-        keep.extend(f for f, p in zip(batch, pred) if p == class_index)
+    """The images the model predicts as `class_index`, and every image's prediction. `known` holds
+    predictions already made (by resolved path); only the other images go through the model."""
+    known = known or {}
+    todo = [f for f in files if str(f.resolve()) not in known]
+    fresh = dict(zip(todo, predict_images(todo, classify, input_size, batch_size), strict=True))
+    predictions = [known[str(f.resolve())] if f not in fresh else fresh[f] for f in files]
+    keep = [f for f, p in zip(files, predictions, strict=True) if p == class_index]
     return keep, predictions
 
 
@@ -192,14 +204,18 @@ def build_patch_set(
     scales: Sequence[float] = DEFAULT_SCALES,
     max_images: int | None = None,
     class_label: str | None = None,
+    files: Sequence[Path] | None = None,
+    predictions: Mapping[str, int] | None = None,
 ) -> PatchSet:
     """Crop the images predicted as the class into D, deduplicating identical patches.
 
-    `classify` maps uint8 pixels [B, 3, S, S] to predicted class indices [B].
+    `classify` maps uint8 pixels [B, 3, S, S] to predicted class indices [B]. `files` (under
+    `folder`) replaces the folder's listing; `predictions` (resolved path -> class) are used instead of
+    classifying those images again (a campaign's shared pass).
     """
     root = Path(folder)
-    files = list_images(root)
-    kept, predictions = predicted_images(files, class_index, classify, input_size)
+    files = sorted(Path(f) for f in files) if files is not None else list_images(root)
+    kept, predictions = predicted_images(files, class_index, classify, input_size, known=predictions)
     if not kept:
         counts = np.bincount(np.asarray(predictions), minlength=class_index + 1)
         top = np.argsort(-counts)[:3]

@@ -202,3 +202,27 @@ def label_circuit(
         for column, sg in enumerate(groups):
             labels += _labels_for(sg.sg_id, own * assign[:, column], bank, top, min_score)
     return labels
+
+
+def concept_bank_labels(
+    model: LoadedModel,
+    cuts: LayerCuts,
+    circuit: Circuit,
+    bank: ConceptBank,
+    *,
+    top: int = 3,
+    min_score: float = 0.5,
+    semantic_groups: bool = True,
+) -> list[LabelRecord]:
+    """The whole concept-bank labelling of a circuit: the bank through the model, then the labels
+    (`neurflow label` and a campaign's label step)."""
+    acts = bank_activations(model, cuts, bank)
+    return label_circuit(
+        circuit,
+        acts,
+        bank,
+        cuts.representative_keys(),
+        top=top,
+        min_score=min_score,
+        semantic_groups=semantic_groups,
+    )

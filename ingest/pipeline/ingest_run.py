@@ -12,7 +12,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from graphmodel import run_lease
 from graphmodel.connection import GraphStoreError
 from graphmodel.patchstore import PatchStore, PatchStoreError, encode_png
-from graphmodel.stack.config import StackError
+from graphmodel.stack.config import StackConfig, StackError
 
 if TYPE_CHECKING:
     from neo4j import Driver
@@ -59,32 +59,34 @@ def run_ingest(
     upload_progress: Callable[[int], Callable[[int], None]] = lambda _total: lambda _n: None,
     echo: Callable[[str], None] = lambda _line: None,
     on_failure: Callable[[str, BaseException], None] | None = None,
+    files: Sequence[Path] | None = None,
+    predictions: Mapping[str, int] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> IngestResult:
     """Extract the circuit and write it layer by layer, resuming a run that has finished layers.
 
     On any error after the run is registered, ``on_failure(run_id, exc)`` is called (the CLI marks
     the run FAILED there) and the error is raised again: a run is never COMPLETE after an error.
+    ``on_start(run_id)`` is called once the run is in the graph (a campaign links it there).
     """
     from graphmodel import reader, writer
     from ingest.core.circuit import finish, prepare_run
 
     started = time.perf_counter()
-    prepared = prepare_run(loaded, images, class_index, cfg)
+    prepared = prepare_run(loaded, images, class_index, cfg, files=files, predictions=predictions)
     circuit = prepared.circuit
     state = reader.run_status(driver, circuit.run_id)
     if state is not None and state.status == writer.COMPLETE:
-        return IngestResult(
-            circuit.run_id, "ALREADY_COMPLETE", counts=writer.run_counts(driver, circuit.run_id)
-        )
+        return _already_complete(driver, circuit.run_id, on_start)
     store.check()
     owner = run_lease.Owner.here()
     # RunBusyError when another live process ingests the same run; COMPLETE when one finished it
     if writer.start_run(driver, circuit, owner) == writer.COMPLETE:
-        return IngestResult(
-            circuit.run_id, "ALREADY_COMPLETE", counts=writer.run_counts(driver, circuit.run_id)
-        )
+        return _already_complete(driver, circuit.run_id, on_start)
     result = IngestResult(circuit.run_id, writer.RUNNING)
     try:
+        if on_start is not None:
+            on_start(circuit.run_id)
         with run_lease.Heartbeat(driver, circuit.run_id, owner) as beat:
             _write_layers(
                 driver,
@@ -112,6 +114,14 @@ def run_ingest(
     result.seconds = time.perf_counter() - started
     result.counts = writer.run_counts(driver, circuit.run_id)
     return result
+
+
+def _already_complete(driver: Driver, run_id: str, on_start: Callable[[str], None] | None) -> IngestResult:
+    from graphmodel import writer
+
+    if on_start is not None:
+        on_start(run_id)
+    return IngestResult(run_id, "ALREADY_COMPLETE", counts=writer.run_counts(driver, run_id))
 
 
 def _write_layers(
@@ -165,6 +175,25 @@ def store_patches(store: PatchStore, pixels, index: dict[str, int], patch_ids: l
 
     items = [(pid, encode_png(pixels[index[pid]].permute(1, 2, 0).numpy())) for pid in patch_ids]
     return upload_patches(store, items, on_done=progress(len(items)))
+
+
+def failure_marker(cfg: StackConfig, echo: Callable[[str], None]) -> Callable[[str, BaseException], None]:
+    """`on_failure` for `run_ingest`: mark the run FAILED with `describe_failure`, best effort and with
+    a short retry budget (Neo4j may be the thing that failed); says what happened through `echo`."""
+
+    def mark(run_id: str, exc: BaseException) -> None:
+        from graphmodel import writer
+        from graphmodel.connection import connect
+
+        try:
+            with connect(cfg, retry_seconds=5.0, connection_timeout=3.0, verify=False) as driver:
+                marked = writer.fail_run(driver, run_id, describe_failure(exc, cfg.neo4j_uri))
+            if marked:
+                echo(f"run {run_id} marked FAILED")
+        except Exception as inner:  # the original error matters more
+            echo(f"could not mark run {run_id} FAILED ({type(inner).__name__}: {inner})")
+
+    return mark
 
 
 class Terminated(BaseException):

@@ -1,0 +1,257 @@
+"""A campaign spec: which models, which image pool, which classes, with which parameters, and what
+to run after each class. TOML, read into plain dataclasses; every problem is one CampaignSpecError
+naming the key and what to write instead. Paths are relative to the spec file.
+
+    name = "planted"               # optional (default: the file's name)
+    classes = "all"                # "all", a list of names or indices, or ranges "0-9,15"
+    engine = "local"               # local | ray      (what runs the jobs; overridable on the CLI)
+    address = ""                   # ray: an existing cluster (default: start a local one)
+    retries = 2                    # attempts after the first, per job
+
+    [pool]
+    folder = "images"              # one folder per class, or a flat folder with `labels`
+    labels = "labels.csv"          # optional: file,class rows
+
+    [extract]                      # the options of `neurflow ingest`
+    tau = "16"
+    k = 50
+    steps = 50
+    quadrature = "riemann_right"
+    ranking = "paper"
+    max_images = 50
+    memory_mb = 2048
+    seed = 0
+    device = "auto"
+    local_patches = ""             # a folder for patch images (default: as `neurflow ingest`)
+
+    [[models]]
+    model = "planted_cnn"          # as --model: torchvision name, planted_cnn, pkg.mod:factory
+    weights = "..."                # optional
+    sidecar = "..."                # optional (default: <weights>.json)
+    layers = ["fc", "block4"]      # optional (default: the shipped list)
+    classes = [...]                # optional: this model's own selection
+
+    [after.label]                  # optional: concept-bank labels after each class
+    concepts = "bank"
+    top = 3
+    min_score = 0.5
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.core.tau import parse_tau
+
+ENGINES = ("local", "ray")
+TOP_KEYS = ("name", "classes", "engine", "address", "retries", "pool", "extract", "models", "after")
+POOL_KEYS = ("folder", "labels")
+MODEL_KEYS = ("model", "weights", "sidecar", "layers", "classes")
+LABEL_KEYS = ("concepts", "top", "min_score")
+EXTRACT_KEYS = {
+    # key: (type, low, high)
+    "tau": (str, None, None),
+    "k": (int, 1, None),
+    "steps": (int, 1, 10_000),
+    "quadrature": (str, None, None),
+    "ranking": (str, None, None),
+    "max_images": (int, 0, None),
+    "memory_mb": (float, 64.0, None),
+    "seed": (int, 0, 2**32 - 1),
+    "device": (str, None, None),
+    "local_patches": (str, None, None),
+}
+CHOICES = {"quadrature": ("riemann_right", "gausslegendre"), "ranking": ("paper", "reference")}
+
+
+class CampaignSpecError(ValueError):
+    """A spec that cannot be run; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model: str
+    weights: str | None = None
+    sidecar: str | None = None
+    layers: tuple[str, ...] | None = None
+    classes: Any = None
+
+    @property
+    def label(self) -> str:
+        """How jobs name the model: its --model, and the weights file when there is one."""
+        return self.model if not self.weights else f"{self.model}[{Path(self.weights).name}]"
+
+
+@dataclass(frozen=True)
+class LabelStep:
+    concepts: str
+    top: int = 3
+    min_score: float = 0.5
+
+
+@dataclass
+class CampaignSpec:
+    name: str
+    path: Path
+    models: list[ModelSpec]
+    pool_folder: Path
+    pool_labels: Path | None
+    classes: Any = "all"
+    extract: dict[str, Any] = field(default_factory=dict)
+    label: LabelStep | None = None
+    engine: str = "local"
+    address: str | None = None
+    retries: int = 2
+
+    def identity(self) -> dict[str, Any]:
+        """What the campaign computes (not how): the basis of its id."""
+        return {
+            "models": [asdict(m) for m in self.models],
+            "pool": [str(self.pool_folder), str(self.pool_labels) if self.pool_labels else None],
+            "classes": self.classes,
+            "extract": self.extract,
+            "label": asdict(self.label) if self.label else None,
+        }
+
+    @property
+    def campaign_id(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unknown(where: str, got: dict, allowed) -> None:
+    extra = sorted(set(got) - set(allowed))
+    if extra:
+        close = difflib.get_close_matches(extra[0], list(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CampaignSpecError(f"{where}: unknown key {extra[0]!r}{hint}; the keys are {', '.join(allowed)}")
+
+
+def _number(where: str, key: str, value: Any, kind: type, low, high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise CampaignSpecError(
+            f"{where}: {key} = {value!r} must be {'a whole number' if kind is int else 'a number'}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CampaignSpecError(f"{where}: {key} = {value!r} must be finite")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise CampaignSpecError(f"{where}: {key} = {value!r} is out of range; it must be {bounds}")
+    return kind(value)
+
+
+def _path(base: Path, text: Any, where: str, key: str, *, must_exist: bool = True) -> Path:
+    if not isinstance(text, str) or not text:
+        raise CampaignSpecError(f"{where}: {key} must be a path (text)")
+    path = (base / text).expanduser().resolve()
+    if must_exist and not path.exists():
+        raise CampaignSpecError(f"{where}: {key} = {text!r}: {path} does not exist")
+    return path
+
+
+def _extract(where: str, table: dict) -> dict[str, Any]:
+    _unknown(where, table, EXTRACT_KEYS)
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        kind, low, high = EXTRACT_KEYS[key]
+        if kind is str:
+            if not isinstance(value, str | int):
+                raise CampaignSpecError(f"{where}: {key} = {value!r} must be text")
+            value = str(value)
+            if key == "tau":
+                try:
+                    parse_tau(value)
+                except ValueError as exc:
+                    raise CampaignSpecError(f"{where}: {exc}") from None
+            if key in CHOICES and value not in CHOICES[key]:
+                raise CampaignSpecError(
+                    f"{where}: {key} = {value!r}; choose one of {', '.join(CHOICES[key])}"
+                )
+            out[key] = value
+        else:
+            out[key] = _number(where, key, value, kind, low, high)
+    return out
+
+
+def _resolved(extract: dict[str, Any], base: Path) -> dict[str, Any]:
+    if extract.get("local_patches"):
+        extract["local_patches"] = str((base / extract["local_patches"]).expanduser().resolve())
+    return extract
+
+
+def load_spec(path: str | Path) -> CampaignSpec:
+    """Read and check a campaign spec (TOML)."""
+    path = Path(path).expanduser().resolve()
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CampaignSpecError(f"cannot read the campaign spec {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignSpecError(f"{path} is not valid TOML: {exc}") from None
+    base, where = path.parent, str(path)
+    _unknown(where, data, TOP_KEYS)
+    pool = data.get("pool")
+    if not isinstance(pool, dict) or "folder" not in pool:
+        raise CampaignSpecError(f'{where}: a [pool] table with folder = "..." is needed')
+    _unknown(f"{where} [pool]", pool, POOL_KEYS)
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise CampaignSpecError(f'{where}: at least one [[models]] table with model = "..." is needed')
+    parsed: list[ModelSpec] = []
+    for number, entry in enumerate(models, start=1):
+        at = f"{where} [[models]] #{number}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("model"), str):
+            raise CampaignSpecError(f'{at}: model = "..." is needed (as `neurflow ingest --model`)')
+        _unknown(at, entry, MODEL_KEYS)
+        layers = entry.get("layers")
+        if layers is not None and (
+            not isinstance(layers, list) or not all(isinstance(x, str) for x in layers)
+        ):
+            raise CampaignSpecError(f"{at}: layers must be a list of layer names")
+        parsed.append(
+            ModelSpec(
+                model=entry["model"],
+                weights=str(_path(base, entry["weights"], at, "weights")) if entry.get("weights") else None,
+                sidecar=str(_path(base, entry["sidecar"], at, "sidecar")) if entry.get("sidecar") else None,
+                layers=tuple(layers) if layers else None,
+                classes=entry.get("classes"),
+            )
+        )
+    labels = None
+    after = data.get("after") or {}
+    _unknown(f"{where} [after]", after, ("label",))
+    if "label" in after:
+        table = after["label"]
+        at = f"{where} [after.label]"
+        _unknown(at, table, LABEL_KEYS)
+        labels = LabelStep(
+            concepts=str(_path(base, table.get("concepts"), at, "concepts")),
+            top=_number(at, "top", table.get("top", 3), int, 1, None),
+            min_score=_number(at, "min_score", table.get("min_score", 0.5), float, 0.0, 1.0),
+        )
+    engine = data.get("engine", "local")
+    if engine not in ENGINES:
+        raise CampaignSpecError(f"{where}: engine = {engine!r}; choose one of {', '.join(ENGINES)}")
+    return CampaignSpec(
+        name=str(data.get("name") or path.stem),
+        path=path,
+        models=parsed,
+        pool_folder=_path(base, pool["folder"], f"{where} [pool]", "folder"),
+        pool_labels=_path(base, pool["labels"], f"{where} [pool]", "labels") if pool.get("labels") else None,
+        classes=data.get("classes", "all"),
+        extract=_resolved(_extract(f"{where} [extract]", data.get("extract") or {}), base),
+        label=labels,
+        engine=engine,
+        address=data.get("address") or None,
+        retries=_number(where, "retries", data.get("retries", 2), int, 0, 20),
+    )

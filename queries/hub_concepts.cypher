@@ -1,0 +1,35 @@
+// name: hub_concepts
+// question: Which core neurons and neuron groups of a model are shared by the most classes ("hub"
+//   concepts), and which classes use them? A core neuron is shared when it is a child of CORE_OF
+//   edges in several classes' runs; a neuron group is shared when groups of several classes have
+//   the same member neurons at the same layer (kind "neuron_group", members listed). Each class
+//   is read from its latest COMPLETE run of the model; a campaign over all classes gives the full
+//   picture.
+// param model_id: string              the model, Model.model_id
+// param layer: string = null          only this layer; default: every layer
+// param min_classes: integer = 2      only hubs shared by at least this many classes
+// param limit: integer = 25           how many rows of each kind
+MATCH (r:Run {model_id: $model_id, status: 'COMPLETE'})-[:EXPLAINS]->(c:Class)
+WITH c, r ORDER BY r.finished_at DESC
+WITH c, head(collect(r)) AS r
+CALL (r, c) {
+  MATCH (n:Neuron)-[:CORE_OF {run_id: r.run_id}]->()
+  WHERE $layer IS NULL OR n.layer = $layer
+  WITH DISTINCT n, c
+  WITH n.layer AS layer, [n.index] AS members, c.name AS class_name
+  RETURN 'neuron' AS kind, layer, members, class_name
+  UNION ALL
+  MATCH (r)-[:HAS_NEURON_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(m:Neuron)
+  WHERE $layer IS NULL OR g.layer = $layer
+  WITH g, m ORDER BY m.index
+  WITH g, collect(m.index) AS members
+  RETURN 'neuron_group' AS kind, g.layer AS layer, members, c.name AS class_name
+}
+WITH kind, layer, members, class_name ORDER BY class_name
+WITH kind, layer, members, collect(DISTINCT class_name) AS classes
+WHERE size(classes) >= $min_classes
+WITH kind, layer, members, classes ORDER BY size(classes) DESC, layer, members
+WITH kind, collect({layer: layer, members: members, classes: classes})[0..$limit] AS rows
+UNWIND rows AS row
+RETURN kind, row.layer AS layer, row.members AS members, size(row.classes) AS n_classes,
+       row.classes AS classes
