@@ -72,6 +72,7 @@ def write_spec(folder: Path, name: str, pool: Path, patches: Path, *, classes='"
         ('[pool]\nfolder = "nowhere"\n[[models]]\nmodel = "x"\n', "does not exist"),
         ('[pool]\nfolder = "."\n[[models]]\nmodel = "x"\nwieghts = "a"\n', "did you mean 'weights'"),
         ("[pool\n", "not valid TOML"),
+        ('[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.audit]\nnegatives = "."\n', "needs labels"),
     ],
 )
 def test_a_bad_spec_is_one_clear_error(text, says, tmp_path):
@@ -291,3 +292,28 @@ def test_overlapping_campaigns_at_once_leave_one_copy_of_everything(driver, pool
         "MATCH (c:Campaign)-[i:INCLUDES]->(r:Run) RETURN c.name AS c, count(r) AS n"
     )
     assert {r["c"]: r["n"] for r in records} == {"first": 3, "second": 3}
+
+
+def test_label_and_audit_steps_run_after_each_class_once(driver, pool, env, patches, tmp_path):
+    """[after.label] and [after.audit]: the class's run gets concept-bank labels and an AuditResult;
+    running the campaign again adds neither again."""
+    from graphmodel.audits import read_audits
+    from graphmodel.labels import read_labels
+    from ingest.planted.data import write_concept_bank, write_counterfactual_pairs
+
+    bank = write_concept_bank(tmp_path / "bank", 6, seed=3)
+    pairs = write_counterfactual_pairs(tmp_path / "pairs", 6, seed=3, concept="flower")
+    spec = write_spec(tmp_path, "steps", pool, patches, classes='["bee"]', models=CNN)
+    spec.write_text(
+        spec.read_text()
+        + f'\n[after.label]\nconcepts = "{bank}"\n\n[after.audit]\nexpected = ["stripes", "wings"]\n'
+        f'pairs = "{pairs}"\nrandom_sets = 3\n'
+    )
+    clear(driver)
+    finish(campaign(spec, env))
+    (run_id,) = runs(driver)
+    labels = read_labels(driver, run_id)
+    assert any(lab.method == "concept_bank" for labs in labels.values() for lab in labs)
+    assert len(read_audits(driver, run_id)) == 1
+    finish(campaign(spec, env))
+    assert len(read_audits(driver, run_id)) == 1

@@ -4,29 +4,11 @@ docs/audit.md); results are printed and stored on the graph as `AuditResult` nod
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from ingest.cli.ranges import COUNT, SCORE, SEED
 from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
-
-
-def _influence(driver, opened, expected: list[str], min_score: float, max_rank: int) -> dict[str, float]:
-    from queries.runner import run
-
-    rows = run(
-        "bias_candidates",
-        driver=driver,
-        model_id=opened.circuit.model_id,
-        class_name=opened.circuit.class_name,
-        run_id=opened.circuit.run_id,
-        expected=expected,
-        min_score=min_score,
-        max_rank=max_rank,
-        limit=1000,
-    )
-    return {r["concept"]: r["influence"] for r in rows}
 
 
 @click.command(name="audit")
@@ -84,60 +66,34 @@ def audit_command(
     of the pairs, against random groups of the same size; concepts are ranked by selectivity (bias
     removed beyond random minus class removed beyond random), not by labels or purity.
     """
-    from graphmodel.audits import write_audit
-    from graphmodel.labels import read_labels
-    from ingest.analysis.audit import AuditImages, load_folder, load_pairs, run_audit
+    from ingest.pipeline.audit_step import AuditSettings, AuditStepError, audit_stored_run
 
     if not pairs and not negatives:
         raise click.UsageError("give --pairs and/or --negatives: the audit measures bias on them")
-    wanted = [e.strip().lower() for e in expected.split(",") if e.strip()]
+    settings = AuditSettings(
+        expected=expected.split(","),
+        pairs=pairs,
+        negatives=negatives,
+        class_images=class_images,
+        min_score=min_score,
+        max_rank=max_rank,
+        random_sets=random_sets,
+        seed=seed,
+    )
+
+    def tick(done: int, total: int) -> None:
+        click.echo(f"\rmasking candidate groups: {done}/{total}", nl=done == total, err=True)
+
     with graph() as (_cfg, driver):
         opened = open_stored_run(driver, run, with_patches=False)
         run_id = opened.circuit.run_id
-        labels = read_labels(driver, run_id)
-        if not any(g.startswith(f"{run_id}/") for g in labels):
-            raise click.ClickException(
-                f"run {run_id} has no labels; run `neurflow label --run {run_id} ...` first"
+        try:
+            ident, findings = audit_stored_run(
+                driver, opened.model, opened.cuts, opened.circuit, opened.images, settings, tick
             )
-        size = opened.model.input_size
-        without, with_ = load_pairs(pairs, size) if pairs else (None, None)
-        data = AuditImages(
-            load_folder(class_images or opened.images, size),
-            load_folder(negatives, size) if negatives else None,
-            without,
-            with_,
-        )
-        influence = _influence(driver, opened, wanted, min_score, max_rank)
-
-        def tick(done: int, total: int) -> None:
-            click.echo(f"\rmasking candidate groups: {done}/{total}", nl=done == total, err=True)
-
-        findings = run_audit(
-            opened.model,
-            opened.cuts,
-            opened.circuit,
-            labels,
-            wanted,
-            data,
-            influence=influence,
-            min_score=min_score,
-            max_rank=max_rank,
-            random_sets=random_sets,
-            seed=seed,
-            progress=tick,
-        )
+        except AuditStepError as exc:
+            raise click.ClickException(str(exc)) from None
         result = [f.as_dict() for f in findings]
-        settings = {
-            "expected": wanted,
-            "pairs": str(Path(pairs).resolve()) if pairs else None,
-            "negatives": str(Path(negatives).resolve()) if negatives else None,
-            "class_images": str(Path(class_images or opened.images).resolve()),
-            "min_score": min_score,
-            "max_rank": max_rank,
-            "random_sets": random_sets,
-            "seed": seed,
-        }
-        ident = write_audit(driver, run_id, settings, result)
     if as_json:
         click.echo(json.dumps({"audit_id": ident, "findings": result}, indent=1))
         return

@@ -61,6 +61,7 @@ class JobResult:
     neurons: int = 0
     neuron_groups: int = 0
     labels: int = 0
+    audits: int = 0
     error: str | None = None
 
 
@@ -185,6 +186,7 @@ def run_job(
     predictions: dict[str, int] | None = None,
     label_step: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    audit_step: dict[str, Any] | None = None,
     progress=None,
     echo: Callable[[str], None] = lambda _line: None,
     busy_wait: float = BUSY_WAIT_SECONDS,
@@ -232,6 +234,7 @@ def run_job(
                 time.sleep(5.0)
         campaigns.record_failure(driver, campaign_id, job.key, None)
         labels = _label(driver, loaded, result, label_step) if label_step else 0
+        audits = _audit(driver, loaded, result, audit_step, job.images) if audit_step else 0
     counts = result.counts or {}
     return JobResult(
         key=job.key,
@@ -241,7 +244,23 @@ def run_job(
         neurons=int(counts.get("neurons") or 0),
         neuron_groups=int(counts.get("neuron_groups") or 0),
         labels=labels,
+        audits=audits,
     )
+
+
+def _audit(driver, loaded, result, step: dict[str, Any], images: str) -> int:
+    """The bias audit of a newly completed run, or of a complete one that has none yet."""
+    from graphmodel.audits import read_audits
+    from graphmodel.reader import load_circuit
+    from ingest.core.layers import LayerCuts
+    from ingest.pipeline.audit_step import AuditSettings, audit_stored_run
+
+    if result.status == "ALREADY_COMPLETE" and read_audits(driver, result.run_id):
+        return 0
+    circuit = result.circuit or load_circuit(driver, result.run_id)
+    cuts = LayerCuts(loaded.module, circuit.layer_names(), loaded.input_size)
+    audit_stored_run(driver, loaded, cuts, circuit, images, AuditSettings(**step))
+    return 1
 
 
 def _label(driver, loaded, result, step: dict[str, Any]) -> int:
@@ -285,6 +304,7 @@ def run_local(
     """The jobs one after another in this process, each retried up to `spec.retries` times."""
     spec, results, passes = plan.spec, [], {}
     label_step = asdict(spec.label) if spec.label else None
+    audit_step = asdict(spec.audit) if spec.audit else None
     for model in spec.models:
         jobs = [j for j in plan.jobs if j.model == model]
         if not jobs:
@@ -296,7 +316,14 @@ def run_local(
             for attempt in range(spec.retries + 1):
                 try:
                     result = run_job(
-                        job, spec.extract, campaign_id, predictions, label_step, progress=progress, echo=echo
+                        job,
+                        spec.extract,
+                        campaign_id,
+                        predictions,
+                        label_step,
+                        audit_step=audit_step,
+                        progress=progress,
+                        echo=echo,
                     )
                     break
                 except Exception as exc:
@@ -346,6 +373,7 @@ def run_ray(
         **task, max_retries=spec.retries, retry_exceptions=True
     )
     label_step = asdict(spec.label) if spec.label else None
+    audit_step = asdict(spec.audit) if spec.audit else None
     passes, pending, refs_of_pass = {}, {}, {}
     for model in spec.models:
         jobs = [j for j in plan.jobs if j.model == model]
@@ -354,7 +382,8 @@ def run_ray(
         pass_ref = pass_task.remote(model, [f for j in jobs for f in j.files], spec.extract)
         refs_of_pass[model.label] = pass_ref
         for job in jobs:
-            pending[job_task.remote(job, spec.extract, campaign_id, pass_ref, label_step, env)] = job
+            ref = job_task.remote(job, spec.extract, campaign_id, pass_ref, label_step, env, audit_step)
+            pending[ref] = job
     results = []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -370,10 +399,10 @@ def run_ray(
     return results, passes
 
 
-def _run_job_after_pass(job, extract, campaign_id, shared, label_step, env) -> JobResult:
+def _run_job_after_pass(job, extract, campaign_id, shared, label_step, env, audit_step) -> JobResult:
     """`run_job` with the predictions of the model's shared pass (Ray hands the task the pass's
     result: predictions and seconds)."""
-    return run_job(job, extract, campaign_id, shared[0], label_step, env)
+    return run_job(job, extract, campaign_id, shared[0], label_step, env, audit_step)
 
 
 # ------------------------------------------------------------------------------------ driver

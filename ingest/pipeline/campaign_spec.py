@@ -35,6 +35,14 @@ naming the key and what to write instead. Paths are relative to the spec file.
     concepts = "bank"
     top = 3
     min_score = 0.5
+
+    [after.audit]                  # optional, after the labels: the bias audit of each class
+    expected = ["stripes", "wings"]
+    pairs = "pairs"                # and/or negatives = "other_classes"
+    min_score = 0.8
+    max_rank = 2
+    random_sets = 10
+    seed = 0
 """
 
 from __future__ import annotations
@@ -55,6 +63,16 @@ TOP_KEYS = ("name", "classes", "engine", "address", "retries", "pool", "extract"
 POOL_KEYS = ("folder", "labels")
 MODEL_KEYS = ("model", "weights", "sidecar", "layers", "classes")
 LABEL_KEYS = ("concepts", "top", "min_score")
+AUDIT_KEYS = (
+    "expected",
+    "pairs",
+    "negatives",
+    "class_images",
+    "min_score",
+    "max_rank",
+    "random_sets",
+    "seed",
+)
 EXTRACT_KEYS = {
     # key: (type, low, high)
     "tau": (str, None, None),
@@ -96,6 +114,18 @@ class LabelStep:
     min_score: float = 0.5
 
 
+@dataclass(frozen=True)
+class AuditStep:
+    expected: tuple[str, ...] = ()
+    pairs: str | None = None
+    negatives: str | None = None
+    class_images: str | None = None
+    min_score: float = 0.8
+    max_rank: int = 2
+    random_sets: int = 10
+    seed: int = 0
+
+
 @dataclass
 class CampaignSpec:
     name: str
@@ -106,6 +136,7 @@ class CampaignSpec:
     classes: Any = "all"
     extract: dict[str, Any] = field(default_factory=dict)
     label: LabelStep | None = None
+    audit: AuditStep | None = None
     engine: str = "local"
     address: str | None = None
     retries: int = 2
@@ -118,6 +149,7 @@ class CampaignSpec:
             "classes": self.classes,
             "extract": self.extract,
             "label": asdict(self.label) if self.label else None,
+            "audit": asdict(self.audit) if self.audit else None,
         }
 
     @property
@@ -183,6 +215,26 @@ def _extract(where: str, table: dict) -> dict[str, Any]:
     return out
 
 
+def _audit(base: Path, at: str, table: dict) -> AuditStep:
+    _unknown(at, table, AUDIT_KEYS)
+    expected = table.get("expected", [])
+    if not isinstance(expected, list) or not all(isinstance(e, str) for e in expected):
+        raise CampaignSpecError(f"{at}: expected must be a list of concept names")
+    paths = {
+        k: str(_path(base, table[k], at, k)) for k in ("pairs", "negatives", "class_images") if table.get(k)
+    }
+    if "pairs" not in paths and "negatives" not in paths:
+        raise CampaignSpecError(f"{at}: give pairs and/or negatives: the audit measures bias on them")
+    return AuditStep(
+        expected=tuple(expected),
+        **paths,
+        min_score=_number(at, "min_score", table.get("min_score", 0.8), float, 0.0, 1.0),
+        max_rank=_number(at, "max_rank", table.get("max_rank", 2), int, 1, None),
+        random_sets=_number(at, "random_sets", table.get("random_sets", 10), int, 1, None),
+        seed=_number(at, "seed", table.get("seed", 0), int, 0, 2**32 - 1),
+    )
+
+
 def _resolved(extract: dict[str, Any], base: Path) -> dict[str, Any]:
     if extract.get("local_patches"):
         extract["local_patches"] = str((base / extract["local_patches"]).expanduser().resolve())
@@ -229,7 +281,7 @@ def load_spec(path: str | Path) -> CampaignSpec:
         )
     labels = None
     after = data.get("after") or {}
-    _unknown(f"{where} [after]", after, ("label",))
+    _unknown(f"{where} [after]", after, ("label", "audit"))
     if "label" in after:
         table = after["label"]
         at = f"{where} [after.label]"
@@ -238,6 +290,11 @@ def load_spec(path: str | Path) -> CampaignSpec:
             concepts=str(_path(base, table.get("concepts"), at, "concepts")),
             top=_number(at, "top", table.get("top", 3), int, 1, None),
             min_score=_number(at, "min_score", table.get("min_score", 0.5), float, 0.0, 1.0),
+        )
+    audit = _audit(base, f"{where} [after.audit]", after["audit"]) if "audit" in after else None
+    if audit is not None and labels is None:
+        raise CampaignSpecError(
+            f"{where}: [after.audit] needs labels: add [after.label] (the audit ranks labelled groups)"
         )
     engine = data.get("engine", "local")
     if engine not in ENGINES:
@@ -251,6 +308,7 @@ def load_spec(path: str | Path) -> CampaignSpec:
         classes=data.get("classes", "all"),
         extract=_resolved(_extract(f"{where} [extract]", data.get("extract") or {}), base),
         label=labels,
+        audit=audit,
         engine=engine,
         address=data.get("address") or None,
         retries=_number(where, "retries", data.get("retries", 2), int, 0, 20),

@@ -1,0 +1,105 @@
+"""The audit of a stored run, from the graph's labels to a stored `AuditResult`: what `neurflow
+audit` does and what a campaign's audit step does after each class (ingest/analysis/audit.py holds
+the method)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class AuditStepError(ValueError):
+    """The run cannot be audited as asked (no labels yet, unreadable pairs)."""
+
+
+@dataclass
+class AuditSettings:
+    expected: Sequence[str] = ()
+    pairs: str | None = None
+    negatives: str | None = None
+    class_images: str | None = None  # default: the run's own image folder
+    min_score: float = 0.8
+    max_rank: int = 2
+    random_sets: int = 10
+    seed: int = 0
+
+
+def influence(driver, circuit, expected: Sequence[str], min_score: float, max_rank: int) -> dict[str, float]:
+    """Each candidate concept's influence on the class (the `bias_candidates` query)."""
+    from queries.runner import run
+
+    rows = run(
+        "bias_candidates",
+        driver=driver,
+        model_id=circuit.model_id,
+        class_name=circuit.class_name,
+        run_id=circuit.run_id,
+        expected=list(expected),
+        min_score=min_score,
+        max_rank=max_rank,
+        limit=1000,
+    )
+    return {r["concept"]: r["influence"] for r in rows}
+
+
+def audit_stored_run(
+    driver,
+    model,
+    cuts,
+    circuit,
+    images: str,
+    settings: AuditSettings,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[str, list[Any]]:
+    """Mask each non-expected labelled group against random ones and store the findings; returns
+    (audit id, findings). `images` is the run's image folder (the default class images)."""
+    from graphmodel.audits import write_audit
+    from graphmodel.labels import read_labels
+    from ingest.analysis.audit import AuditImages, load_folder, load_pairs, run_audit
+
+    if not settings.pairs and not settings.negatives:
+        raise AuditStepError("give pairs and/or negatives: the audit measures bias on them")
+    run_id = circuit.run_id
+    labels = read_labels(driver, run_id)
+    if not any(g.startswith(f"{run_id}/") for g in labels):
+        raise AuditStepError(f"run {run_id} has no labels; run `neurflow label --run {run_id} ...` first")
+    wanted = [e.strip().lower() for e in settings.expected if e.strip()]
+    size = model.input_size
+    try:
+        without, with_ = load_pairs(settings.pairs, size) if settings.pairs else (None, None)
+    except ValueError as exc:
+        raise AuditStepError(str(exc)) from None
+    class_images = settings.class_images or images
+    data = AuditImages(
+        load_folder(class_images, size),
+        load_folder(settings.negatives, size) if settings.negatives else None,
+        without,
+        with_,
+    )
+    findings = run_audit(
+        model,
+        cuts,
+        circuit,
+        labels,
+        wanted,
+        data,
+        influence=influence(driver, circuit, wanted, settings.min_score, settings.max_rank),
+        min_score=settings.min_score,
+        max_rank=settings.max_rank,
+        random_sets=settings.random_sets,
+        seed=settings.seed,
+        **({"progress": progress} if progress is not None else {}),
+    )
+    stored = {
+        "expected": wanted,
+        "pairs": str(Path(settings.pairs).resolve()) if settings.pairs else None,
+        "negatives": str(Path(settings.negatives).resolve()) if settings.negatives else None,
+        "class_images": str(Path(class_images).resolve()),
+        "min_score": settings.min_score,
+        "max_rank": settings.max_rank,
+        "random_sets": settings.random_sets,
+        "seed": settings.seed,
+    }
+    return write_audit(driver, run_id, stored, [f.as_dict() for f in findings]), findings
