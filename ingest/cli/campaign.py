@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import asdict
@@ -145,10 +146,6 @@ def run_command(
         if verbose:
             tqdm.write(line, file=sys.stderr)
 
-    bar = tqdm(
-        total=len(plan.jobs), desc=f"campaign {spec.name}", unit="job", file=sys.stderr, dynamic_ncols=True
-    )
-
     def done(result) -> None:
         bar.update(1)
         if verbose or result.status == "FAILED":
@@ -157,7 +154,14 @@ def run_command(
                 file=sys.stderr,
             )
 
-    with connect() as driver:
+    with connect() as driver, _campaign_errors():
+        bar = tqdm(
+            total=len(plan.jobs),
+            desc=f"campaign {spec.name}",
+            unit="job",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         report = run_campaign(
             spec,
             plan,
@@ -176,6 +180,16 @@ def run_command(
         _summary(report)
     if any(r.status == "FAILED" for r in report.results):
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _campaign_errors():
+    from ingest.pipeline.campaign import CampaignError
+
+    try:
+        yield
+    except CampaignError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _summary(report) -> None:

@@ -34,6 +34,10 @@ LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # jobs pass only predictions and results
 PASSED_ENV_PREFIX = "NEURFLOW_"
 
 
+class CampaignError(ValueError):
+    """A campaign that cannot run as asked (an engine that is not installed)."""
+
+
 @dataclass(frozen=True)
 class Job:
     key: str  # "<model>/<class name or index>": the job's name in the campaign
@@ -346,7 +350,12 @@ def run_ray(
     """The jobs as Ray tasks: one shared-pass task per model, then one task per job, each with one
     GPU when the cluster has GPUs (else one CPU), retried up to `spec.retries` times, also when its
     worker dies."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise CampaignError(
+            "the ray engine needs Ray: pip install 'neurflow-graph[ray]' (or use --engine local)"
+        ) from None
 
     spec = plan.spec
     env = _passed_env()
@@ -356,14 +365,18 @@ def run_ray(
             "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
             "_system_config": {"enable_metrics_collection": False},
         }
-        ray.init(
-            address=address or "local",  # "local": always a fresh Ray of our own, never a stray one
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="ERROR",
-            runtime_env={"env_vars": env},
-            **({} if address else local),
-        )
+        try:
+            ray.init(
+                address=address or "local",  # "local": always a fresh Ray of our own, never a stray one
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+                runtime_env={"env_vars": env},
+                **({} if address else local),
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"join the Ray cluster at {address}" if address else "start a local Ray"
+            raise CampaignError(f"cannot {where}: {exc}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
     task = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     cpus = ray.cluster_resources().get("CPU", 0)
