@@ -317,3 +317,17 @@ def test_label_and_audit_steps_run_after_each_class_once(driver, pool, env, patc
     assert len(read_audits(driver, run_id)) == 1
     finish(campaign(spec, env))
     assert len(read_audits(driver, run_id)) == 1
+
+
+def test_an_unreachable_ray_address_is_one_line(driver, pool, env, patches, tmp_path):
+    from tests.services import free_ports
+
+    spec = write_spec(tmp_path, "nowhere", pool, patches, models=CNN)
+    (port,) = free_ports(1)
+    done = subprocess.run(
+        [sys.executable, "-c", "from ingest.cli import main; main()", "campaign", "run", str(spec),
+         "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in done.stderr

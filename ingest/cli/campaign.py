@@ -119,7 +119,9 @@ def _estimate(plan) -> float | None:
 @click.option("--engine", type=click.Choice(["local", "ray"]), help="Override the spec's engine.")
 @click.option("--address", help="Ray: join this cluster (default: the spec's, else start a local Ray).")
 @click.option("--workers", type=COUNT, help="Ray: CPUs of the local Ray it starts (default: all).")
-@click.option("-v", "--verbose", is_flag=True, help="Per-job lines and (local engine) per-layer bars.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Per-job and per-layer lines (local engine: per-layer bars)."
+)
 @_json_opt
 def run_command(
     spec_path: str,
@@ -148,6 +150,9 @@ def run_command(
 
     def done(result) -> None:
         bar.update(1)
+        if verbose and spec.engine == "ray":  # the local engine said these as they happened
+            for line in result.lines:
+                tqdm.write(f"{result.key}: {line}", file=sys.stderr)
         if verbose or result.status == "FAILED":
             tqdm.write(
                 f"{result.key}: {result.status}" + (f" ({result.error})" if result.error else ""),
@@ -162,18 +167,20 @@ def run_command(
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        report = run_campaign(
-            spec,
-            plan,
-            driver,
-            engine=spec.engine,
-            address=spec.address,
-            workers=workers,
-            on_done=done,
-            progress=progress_bar if verbose else None,
-            echo=echo,
-        )
-    bar.close()
+        try:
+            report = run_campaign(
+                spec,
+                plan,
+                driver,
+                engine=spec.engine,
+                address=spec.address,
+                workers=workers,
+                on_done=done,
+                progress=progress_bar if verbose else None,
+                echo=echo,
+            )
+        finally:
+            bar.close()
     if as_json:
         click.echo(json.dumps({**asdict(report), "results": [asdict(r) for r in report.results]}, indent=1))
     else:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,7 @@ class JobResult:
     labels: int = 0
     audits: int = 0
     error: str | None = None
+    lines: list[str] = field(default_factory=list)  # what the job said (its layers), for -v on Ray
 
 
 @dataclass
@@ -207,6 +209,13 @@ def run_job(
 
     if env:  # a Ray worker on another machine gets the driver's NEURFLOW_* settings
         os.environ.update(env)
+    lines: list[str] = []
+    said = echo
+
+    def echo(line: str) -> None:
+        lines.append(line)
+        said(line)
+
     started = time.perf_counter()
     stack = load_config()
     store = open_patch_store(stack, local_dir=extract.get("local_patches") or None)
@@ -249,6 +258,7 @@ def run_job(
         neuron_groups=int(counts.get("neuron_groups") or 0),
         labels=labels,
         audits=audits,
+        lines=lines,
     )
 
 
@@ -350,12 +360,16 @@ def run_ray(
     """The jobs as Ray tasks: one shared-pass task per model, then one task per job, each with one
     GPU when the cluster has GPUs (else one CPU), retried up to `spec.retries` times, also when its
     worker dies."""
+    if address:
+        _check_reachable(address)
     try:
         import ray
     except ImportError:
         raise CampaignError(
             "the ray engine needs Ray: pip install 'neurflow-graph[ray]' (or use --engine local)"
         ) from None
+    # CPU-only tasks keep the GPUs hidden as before; this only silences Ray's notice about it.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
     spec = plan.spec
     env = _passed_env()
@@ -412,9 +426,24 @@ def run_ray(
     return results, passes
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens on (Ray itself retries it for minutes)."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: Ray decides
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise CampaignError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; start it "
+            "(`ray start --head`), or leave out --address to start a local Ray"
+        ) from None
+
+
 def _run_job_after_pass(job, extract, campaign_id, shared, label_step, env, audit_step) -> JobResult:
     """`run_job` with the predictions of the model's shared pass (Ray hands the task the pass's
-    result: predictions and seconds)."""
+    result: predictions and seconds). Its lines come back in `JobResult.lines`."""
     return run_job(job, extract, campaign_id, shared[0], label_step, env, audit_step)
 
 
