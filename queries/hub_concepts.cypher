@@ -1,7 +1,8 @@
 // name: hub_concepts
 // question: Which core neurons and neuron groups of a model are shared by the most classes ("hub"
-//   concepts), and which classes use them? A core neuron is shared when it is a child of CORE_OF
-//   edges in several classes' runs; a neuron group is shared when groups of several classes have
+//   concepts), and which classes use them? A run's core neurons are its circuit neurons below the
+//   top layer (each was chosen as a CORE_OF child; CIRCUIT_NEURON has one edge per neuron, where
+//   CORE_OF has one per parent); a neuron group is shared when groups of several classes have
 //   the same member neurons at the same layer (kind "neuron_group", members listed). Each class
 //   is read from its latest COMPLETE run of the model; a campaign over all classes gives the full
 //   picture.
@@ -13,11 +14,9 @@ MATCH (r:Run {model_id: $model_id, status: 'COMPLETE'})-[:EXPLAINS]->(c:Class)
 WITH c, r ORDER BY r.finished_at DESC
 WITH c, head(collect(r)) AS r
 CALL (r, c) {
-  MATCH (n:Neuron)-[:CORE_OF {run_id: r.run_id}]->()
-  WHERE $layer IS NULL OR n.layer = $layer
-  WITH DISTINCT n, c
-  WITH n.layer AS layer, [n.index] AS members, c.name AS class_name
-  RETURN 'neuron' AS kind, layer, members, class_name
+  MATCH (r)-[cn:CIRCUIT_NEURON]->(n:Neuron)
+  WHERE cn.layer <> r.layers[0] AND ($layer IS NULL OR cn.layer = $layer)
+  RETURN 'neuron' AS kind, n.layer AS layer, [n.index] AS members, c.name AS class_name
   UNION ALL
   MATCH (r)-[:HAS_NEURON_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(m:Neuron)
   WHERE $layer IS NULL OR g.layer = $layer
