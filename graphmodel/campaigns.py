@@ -45,6 +45,7 @@ class JobState:
     run_id: str | None = None
     error: str | None = None
     alive: bool | None = None
+    heartbeat_age: float | None = None
 
 
 def start_campaign(
@@ -106,7 +107,9 @@ def job_states(driver: Driver, campaign_id: str) -> list[JobState] | None:
             status = "FAILED" if job in failures else "PENDING"
             out.append(JobState(job, status, error=failures.get(job)))
         else:
-            out.append(JobState(job, state.status, state.run_id, state.error, state.alive))
+            out.append(
+                JobState(job, state.status, state.run_id, state.error, state.alive, state.heartbeat_age)
+            )
     return out
 
 

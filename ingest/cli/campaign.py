@@ -220,6 +220,7 @@ def status_command(spec_path: str, as_json: bool) -> None:
     """The campaign's jobs and their runs' status, read from the graph."""
     from graphmodel.campaigns import job_states
     from ingest.cli.run_opener import graph
+    from ingest.cli.runs import status_text
     from ingest.pipeline.campaign_spec import CampaignSpecError, load_spec
 
     try:
@@ -237,8 +238,7 @@ def status_command(spec_path: str, as_json: bool) -> None:
         click.echo(json.dumps([asdict(s) for s in states], indent=1))
         return
     for s in states:
-        status = s.status if s.status != "RUNNING" else ("RUNNING (live)" if s.alive else "RUNNING (dead)")
-        click.echo(f"{s.job:<40}{status:<16}{s.run_id or '-':<18}{s.error or ''}")
+        click.echo(f"{s.job:<40}{status_text(s):<16}{s.run_id or '-':<18}{s.error or ''}")
     counts = {
         k: sum(1 for s in states if s.status == k) for k in ("COMPLETE", "FAILED", "RUNNING", "PENDING")
     }

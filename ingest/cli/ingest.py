@@ -17,18 +17,7 @@ if TYPE_CHECKING:
 
 
 def _upload_bar(total: int) -> Callable[[int], None]:
-    from tqdm import tqdm
-
-    if not total:
-        return lambda _n: None
-    bar = tqdm(total=total, desc="patches → store", unit="patch", leave=False, file=sys.stderr)
-
-    def tick(n: int) -> None:
-        bar.update(n)
-        if bar.n >= bar.total:
-            bar.close()
-
-    return tick
+    return progress_bar("patches → store", total, unit="patch", leave=False)
 
 
 def ingest_with_progress(driver, loaded, images, class_index: int, cfg, store, *, on_failure=None):

@@ -54,10 +54,13 @@ def resolve_class(spec: str, names: list[str] | None, num_classes: int) -> int:
     raise click.BadParameter(f"unknown class {spec!r}{hint}", param_hint="--class")
 
 
-def progress_bar(desc: str, total: int):
+def progress_bar(desc: str, total: int, *, unit: str = "pair", leave: bool = True) -> Callable[[int], None]:
+    """`tick(n)` advancing a bar on stderr that closes itself when full (nothing for an empty one)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="pair", leave=True, file=sys.stderr, dynamic_ncols=True)
+    if not total:
+        return lambda _n: None
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr, dynamic_ncols=True)
 
     def tick(n: int) -> None:
         bar.update(n)

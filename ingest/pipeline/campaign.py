@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +173,14 @@ def extract_config(model: ModelSpec, loaded, extract: dict[str, Any]):
     from ingest.core.tau import parse_tau
 
     layers = list(model.layers) if model.layers else (loaded.default_layers or default_layers(loaded.arch))
-    return ExtractConfig(
-        layers=layers,
-        tau=parse_tau(extract.get("tau", "16")),
-        k=int(extract.get("k", 50)),
-        steps=int(extract.get("steps", 50)),
-        quadrature=extract.get("quadrature", "riemann_right"),
-        ranking=extract.get("ranking", "paper"),
-        max_images=int(extract.get("max_images", 50)) or None,
-        memory_mb=float(extract.get("memory_mb", 2048.0)),
-        seed=int(extract.get("seed", 0)),
-    )
+    given = {
+        k: extract[k] for k in ("k", "steps", "quadrature", "ranking", "memory_mb", "seed") if k in extract
+    }
+    if "tau" in extract:
+        given["tau"] = parse_tau(extract["tau"])
+    if "max_images" in extract:
+        given["max_images"] = extract["max_images"] or None  # 0: all, as --max-images 0
+    return ExtractConfig(layers=layers, **given)
 
 
 def run_job(
@@ -246,8 +244,11 @@ def run_job(
                 echo(f"{job.key}: {exc}; waiting")
                 time.sleep(5.0)
         campaigns.record_failure(driver, campaign_id, job.key, None)
-        labels = _label(driver, loaded, result, label_step) if label_step else 0
-        audits = _audit(driver, loaded, result, audit_step, job.images) if audit_step else 0
+        labels = audits = 0
+        if label_step or audit_step:
+            opened = _OpenedRun(driver, loaded, result)
+            labels = _label(driver, opened, label_step) if label_step else 0
+            audits = _audit(driver, opened, audit_step, job.images) if audit_step else 0
     counts = result.counts or {}
     return JobResult(
         key=job.key,
@@ -262,37 +263,52 @@ def run_job(
     )
 
 
-def _audit(driver, loaded, result, step: dict[str, Any], images: str) -> int:
+class _OpenedRun:
+    """A job's run for its after-steps: the circuit (read from the graph only when the job did not
+    extract it) and its layer cuts, made on first use and shared by the label and audit steps."""
+
+    def __init__(self, driver, loaded, result):
+        self.driver, self.model, self.result = driver, loaded, result
+
+    @cached_property
+    def circuit(self):
+        from graphmodel.reader import load_circuit
+
+        return self.result.circuit or load_circuit(self.driver, self.result.run_id)
+
+    @cached_property
+    def cuts(self):
+        from ingest.core.layers import LayerCuts
+
+        return LayerCuts(self.model.module, self.circuit.layer_names(), self.model.input_size)
+
+
+def _audit(driver, opened: _OpenedRun, step: dict[str, Any], images: str) -> int:
     """The bias audit of a newly completed run, or of a complete one that has none yet."""
     from graphmodel.audits import read_audits
-    from graphmodel.reader import load_circuit
-    from ingest.core.layers import LayerCuts
     from ingest.pipeline.audit_step import AuditSettings, audit_stored_run
 
-    if result.status == "ALREADY_COMPLETE" and read_audits(driver, result.run_id):
+    if opened.result.status == "ALREADY_COMPLETE" and read_audits(driver, opened.result.run_id):
         return 0
-    circuit = result.circuit or load_circuit(driver, result.run_id)
-    cuts = LayerCuts(loaded.module, circuit.layer_names(), loaded.input_size)
-    audit_stored_run(driver, loaded, cuts, circuit, images, AuditSettings(**step))
+    audit_stored_run(driver, opened.model, opened.cuts, opened.circuit, images, AuditSettings(**step))
     return 1
 
 
-def _label(driver, loaded, result, step: dict[str, Any]) -> int:
+def _label(driver, opened: _OpenedRun, step: dict[str, Any]) -> int:
     """Concept-bank labels on a newly completed run, or on a complete one that has none yet."""
     from graphmodel.labels import read_labels, write_labels
-    from graphmodel.reader import load_circuit
-    from ingest.core.layers import LayerCuts
     from ingest.labelling.concept_bank import concept_bank_labels, load_concept_bank
 
-    if result.status == "ALREADY_COMPLETE":
-        existing = read_labels(driver, result.run_id)
+    run_id = opened.result.run_id
+    if opened.result.status == "ALREADY_COMPLETE":
+        existing = read_labels(driver, run_id)
         if any(lab.method == "concept_bank" for labs in existing.values() for lab in labs):
             return 0
-    circuit = result.circuit or load_circuit(driver, result.run_id)
-    cuts = LayerCuts(loaded.module, circuit.layer_names(), loaded.input_size)
-    bank = load_concept_bank(step["concepts"], loaded.input_size)
-    labels = concept_bank_labels(loaded, cuts, circuit, bank, top=step["top"], min_score=step["min_score"])
-    return write_labels(driver, result.run_id, "concept_bank", labels)
+    bank = load_concept_bank(step["concepts"], opened.model.input_size)
+    labels = concept_bank_labels(
+        opened.model, opened.cuts, opened.circuit, bank, top=step["top"], min_score=step["min_score"]
+    )
+    return write_labels(driver, run_id, "concept_bank", labels)
 
 
 # ----------------------------------------------------------------------------------- engines

@@ -131,6 +131,7 @@ def _write_layers(
     into this attempt's patch store, so no URI points at a store the run no longer uses), then
     compute and write the remaining layers one by one."""
     from graphmodel import reader, writer
+    from graphmodel.patch_uris import patch_uris
     from ingest.core.circuit import iter_circuit
 
     circuit = prepared.circuit
@@ -142,8 +143,10 @@ def _write_layers(
     if done:
         echo(f"resuming run {circuit.run_id} below {', '.join(result.layers_resumed)}")
         earlier = sorted({pid for step in done for sg in step.semantic_groups for pid in sg.patch_ids})
+        known = patch_uris(driver, earlier)
+        elsewhere = [pid for pid in earlier if known.get(pid) != store.uri(pid)]  # another store, or none
         writer.set_patch_uris(
-            driver, store_patches(store, prepared.patches.pixels, index, earlier, upload_progress)
+            driver, store_patches(store, prepared.patches.pixels, index, elsewhere, upload_progress)
         )
         stored.update(earlier)
     for step in done:

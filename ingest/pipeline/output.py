@@ -43,49 +43,49 @@ def claim_out_dir(out: Path, run_id: str, *, replace: bool = False) -> list[str]
     would be mixed with this run's. A folder of the same run (a re-run) is written again. With
     `replace` (the demo, which owns its folder), another run's results are removed instead; the
     paths removed are returned."""
+    conflict = _conflict(out, run_id)
+    if conflict is None:
+        return []
+    if not replace:
+        raise OutputError(conflict)
+    removed = []
+    for name in OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(str(path))
+    return removed
+
+
+def _conflict(out: Path, run_id: str) -> str | None:
+    """Why `out` holds results that are not this run's, or None when it holds none or its own."""
     circuit_file = out / "circuit.json"
-    if replace:
-        return _remove_other_run(out, run_id)
     if circuit_file.exists():
         try:
             other = Circuit.load(circuit_file)
         except CircuitFileError as exc:
-            raise OutputError(
+            return (
                 f"--out {out} holds a circuit.json that cannot be read ({exc}); remove the folder's "
                 "circuit.json, patches/ and purity.tsv, or choose an empty folder"
-            ) from None
+            )
         if other.run_id == run_id:
-            return []
-        raise OutputError(
+            return None
+        return (
             f"--out {out} holds the results of another run ({other.run_id}, class "
             f"{other.class_name or other.class_index}); choose an empty folder, or remove that run's "
             "circuit.json, patches/ and purity.tsv first"
         )
     leftovers = [name for name in OWNED[1:] if (out / name).exists() and _not_empty(out / name)]
     if leftovers:
-        raise OutputError(
+        return (
             f"--out {out} holds {' and '.join(leftovers)} of an earlier extraction without its circuit.json; "
             "choose an empty folder, or remove them first"
         )
-    return []
-
-
-def _remove_other_run(out: Path, run_id: str) -> list[str]:
-    try:
-        claim_out_dir(out, run_id)
-    except OutputError:
-        removed = []
-        for name in OWNED:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-            else:
-                continue
-            removed.append(str(path))
-        return removed
-    return []
+    return None
 
 
 def _not_empty(path: Path) -> bool:
