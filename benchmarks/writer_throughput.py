@@ -20,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,15 +46,37 @@ def synthetic_circuit(
     k: int = 50,
     tau: int = 16,
     patches: int = 2500,
-    groups_per_layer: int = 8,
+    groups_per_layer: int | tuple[int, int] = 8,
     seed: int = 0,
+    skew: float = 0.0,
+    model_id: str = "synthetic-cnn",
+    class_index: int = 0,
 ) -> tuple[Circuit, list[LayerStep]]:
     """A circuit with the shape the core produces (same invariants, random values): the logit at
     ``widths[0]``, ``tau`` children per target, 2-5 semantic groups per neuron partitioning its
-    top-``k`` concept, neuron groups over the semantic groups, group edges from hyperedges."""
+    top-``k`` concept, neuron groups over the semantic groups, group edges from hyperedges.
+
+    ``skew`` > 0 draws children from a power law over each layer's channels (weight 1/rank^skew), so
+    targets share children as in real circuits, where a few channels matter to many parents; 0 draws
+    them uniformly. ``groups_per_layer`` is a count or a (low, high) range drawn per layer.
+    """
     from ingest.core.neuron_groups import group_edges
 
     rng = random.Random(seed)
+    popularity: dict[int, list[float]] = {}
+
+    def draw_children(width: int) -> list[int]:
+        if skew <= 0:
+            return rng.sample(range(width), min(tau, width))
+        if width not in popularity:
+            order = list(range(width))
+            rng.shuffle(order)
+            popularity[width] = [0.0] * width
+            for rank, channel in enumerate(order, start=1):
+                popularity[width][channel] = rank**-skew
+        keys = sorted(((rng.random() ** (1.0 / w), c) for c, w in enumerate(popularity[width])), reverse=True)
+        return [c for _, c in keys[: min(tau, width)]]
+
     names = ["fc", *[f"block{len(widths) - 1 - i}" for i in range(len(widths) - 1)]]
     records = [
         PatchRecord(
@@ -68,18 +91,18 @@ def synthetic_circuit(
     pids = [r.patch_id for r in records]
     circuit = Circuit(
         run_id=run_id,
-        model_id="synthetic-cnn",
+        model_id=model_id,
         arch="synthetic",
         weights_sha256=None,
         input_size=64,
         num_classes=widths[0],
-        class_index=0,
-        class_name="class0",
+        class_index=class_index,
+        class_name=f"class{class_index}",
         params={"layers": names, "tau": str(tau), "k": k, "steps": 4, "seed": seed, "code_version": "bench"},
         patches=records,
     )
     steps: list[LayerStep] = []
-    targets = [0]
+    targets = [class_index]
     upper_groups: list[NeuronGroupRecord] = []
     upper_hyper: list[HyperedgeRecord] = []
     for depth, name in enumerate(names):
@@ -90,7 +113,7 @@ def synthetic_circuit(
         for a in targets:
             top = rng.sample(range(patches), k)
             acts = sorted((rng.uniform(0, 5) for _ in top), reverse=True)
-            children = rng.sample(range(below_width), min(tau, below_width)) if below else []
+            children = draw_children(below_width) if below else []
             neurons.append(NeuronRecord(name, a, [pids[i] for i in top], acts, acts[0] * 1.1, None, children))
             if below:
                 neurons[-1].selection_rule = f"top-{len(children)}"
@@ -106,7 +129,7 @@ def synthetic_circuit(
                     j,
                     [pids[top[r]] for r in rows],
                     [acts[r] for r in rows],
-                    [rng.random() for _ in range(below_width)],
+                    _float32([rng.random() for _ in range(below_width)]),
                     0.25,
                 )
                 sgs.append(sg)
@@ -118,7 +141,8 @@ def synthetic_circuit(
                 for rank, s in enumerate(children, start=1)
             ]
             chosen.update(children)
-        groups = _random_groups(rng, run_id, name, sgs, 1 if depth == 0 else groups_per_layer)
+        count = groups_per_layer if isinstance(groups_per_layer, int) else rng.randint(*groups_per_layer)
+        groups = _random_groups(rng, run_id, name, sgs, 1 if depth == 0 else count)
         step = LayerStep(
             LayerRecord(name, depth, widths[depth], "linear" if depth == 0 else "conv"),
             neurons,
@@ -137,6 +161,11 @@ def synthetic_circuit(
     return circuit, steps
 
 
+def _float32(values: list[float]) -> list[float]:
+    """Values a float32 holds exactly, as the core's centroids are (and the graph stores them)."""
+    return array("f", values).tolist()
+
+
 def _random_groups(rng: random.Random, run_id: str, layer: str, sgs, count: int) -> list[NeuronGroupRecord]:
     count = max(1, min(count, len(sgs)))
     labels = [i % count for i in range(len(sgs))]
@@ -152,7 +181,7 @@ def _random_groups(rng: random.Random, run_id: str, layer: str, sgs, count: int)
                 neurons,
                 [sg.sg_id for sg in members],
                 list(dict.fromkeys(p for sg in members for p in sg.patch_ids)),
-                [rng.random() for _ in members[0].centroid],
+                _float32([rng.random() for _ in members[0].centroid]),
                 neurons[:5],
             )
         )
@@ -198,15 +227,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def neo4j_driver() -> Iterator:
-    """The configured Neo4j if it answers, else a temporary local one (stopped on exit)."""
+def neo4j_driver(*, fresh: bool = False) -> Iterator:
+    """The configured Neo4j if it answers (unless ``fresh``), else a temporary local one (stopped on exit)."""
     from graphmodel.connection import GraphStoreError, connect
     from graphmodel.stack import down, load_config, up
 
-    try:
-        running = connect(load_config(), retry_seconds=30, connection_timeout=2.0)
-    except GraphStoreError:
-        running = None
+    running = None
+    if not fresh:
+        with contextlib.suppress(GraphStoreError):
+            running = connect(load_config(), retry_seconds=30, connection_timeout=2.0)
     if running is not None:
         print(f"using the running Neo4j at {load_config().neo4j_uri}")
         with running:

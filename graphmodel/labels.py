@@ -22,9 +22,10 @@ from graphmodel.schema import ensure_schema
 
 METHODS = ("concept_bank", "manual", "mllm", "clip")
 
+# LABELED.run_id is indexed; matching the groups instead would scan every node of the database.
 _CLEAR = """
-MATCH (g {run_id: $run_id})-[l:LABELED {method: $method}]->(:Concept)
-WHERE g:NeuronGroup OR g:SemanticGroup
+MATCH ()-[l:LABELED {run_id: $run_id}]->(:Concept)
+WHERE l.method = $method
 DELETE l
 """
 
@@ -140,7 +141,7 @@ def read_labels(driver: Driver, run_id: str, *, method: str | None = None) -> di
 
     rows = read_rows(
         driver,
-        "MATCH (g {run_id: $run_id})-[l:LABELED]->(c:Concept) "
+        "MATCH (g)-[l:LABELED {run_id: $run_id}]->(c:Concept) "
         "WHERE (g:NeuronGroup OR g:SemanticGroup) AND ($method IS NULL OR l.method = $method) "
         "RETURN coalesce(g.ng_id, g.sg_id) AS group_id, c.name AS concept, l.score AS score, "
         "l.method AS method, l.rank AS rank, l.details_json AS details",

@@ -29,6 +29,7 @@ from graphmodel.records import (
     SemanticGroupRecord,
 )
 from graphmodel.run_lease import holder_alive
+from graphmodel.vectors import unpack_f32
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ RETURN n.layer AS layer, n.index AS index, c.max_activation AS max_activation,
 """
 _SEMANTIC_GROUPS = """
 MATCH (sg:SemanticGroup {run_id: $run_id}) WHERE sg.layer IN $layers
-RETURN sg.sg_id AS sg_id, sg.layer AS layer, sg.neuron AS neuron, sg.j AS j, sg.centroid AS centroid,
+RETURN sg.sg_id AS sg_id, sg.layer AS layer, sg.neuron AS neuron, sg.j AS j,
+       coalesce(sg.centroid_f32, sg.centroid) AS centroid,
        sg.silhouette AS silhouette,
        COLLECT { MATCH (sg)-[e:EXEMPLAR]->(p:Patch) RETURN [e.rank, p.patch_id, e.activation] } AS exemplars
 """
@@ -146,7 +148,8 @@ RETURN c.layer AS child_layer, c.index AS child, sg.sg_id AS sg_id, sg.layer AS 
 """
 _NEURON_GROUPS = """
 MATCH (:Run {run_id: $run_id})-[:HAS_NEURON_GROUP]->(g:NeuronGroup) WHERE g.layer IN $layers
-RETURN g.ng_id AS ng_id, g.layer AS layer, g.position AS position, g.centroid AS centroid,
+RETURN g.ng_id AS ng_id, g.layer AS layer, g.position AS position,
+       coalesce(g.centroid_f32, g.centroid) AS centroid,
        COLLECT { MATCH (g)-[m:HAS_MEMBER]->(n:Neuron) RETURN [n.index, m.core] } AS members,
        COLLECT { MATCH (g)-[h:HAS_SEMANTIC_GROUP]->(sg:SemanticGroup) RETURN [h.position, sg.sg_id] } AS sgs,
        COLLECT { MATCH (g)-[e:EXEMPLAR]->(p:Patch) RETURN [e.rank, p.patch_id] } AS exemplars
@@ -188,7 +191,7 @@ def _steps(tx: ManagedTransaction, run_id: str, layers: list[str]) -> list[Layer
                 j=r["j"],
                 patch_ids=[pid for _, pid, _ in exemplars],
                 activations=[act for _, _, act in exemplars],
-                centroid=list(r["centroid"]),
+                centroid=unpack_f32(r["centroid"]),
                 silhouette=r["silhouette"],
             )
         )
@@ -228,7 +231,7 @@ def _steps(tx: ManagedTransaction, run_id: str, layers: list[str]) -> list[Layer
                     members=[n for n, _ in members],
                     sg_ids=[sg_id for _, sg_id in sorted(r["sgs"])],
                     patch_ids=[pid for _, pid in sorted(r["exemplars"])],
-                    centroid=list(r["centroid"]),
+                    centroid=unpack_f32(r["centroid"]),
                     core_members=[n for n, core in members if core],
                 ),
             )

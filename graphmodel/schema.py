@@ -11,7 +11,8 @@ from __future__ import annotations
 from neo4j import Driver
 from neo4j.exceptions import ClientError
 
-SCHEMA_VERSION = 1
+# 2: centroids as float32 bytes (centroid_f32; graphmodel/vectors.py), LABELED and group run_id indexes.
+SCHEMA_VERSION = 2
 
 CONSTRAINTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "model_key": ("Model", ("model_id",)),
@@ -30,9 +31,13 @@ CONSTRAINTS: dict[str, tuple[str, tuple[str, ...]]] = {
 NODE_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "run_status": ("Run", ("status",)),
     "run_model_class": ("Run", ("model_id", "class_index")),
+    "run_model_status": ("Run", ("model_id", "status")),  # "the latest COMPLETE run of a model's class"
     "class_name": ("Class", ("name",)),
     "semantic_group_run": ("SemanticGroup", ("run_id", "layer")),
     "neuron_group_run": ("NeuronGroup", ("run_id", "layer")),
+    # A composite index serves only lookups on all its keys; per-run reads and counts use these.
+    "semantic_group_run_id": ("SemanticGroup", ("run_id",)),
+    "neuron_group_run_id": ("NeuronGroup", ("run_id",)),
 }
 
 RELATIONSHIP_INDEXES: dict[str, tuple[str, str]] = {
@@ -40,6 +45,7 @@ RELATIONSHIP_INDEXES: dict[str, tuple[str, str]] = {
     "influences_run": ("INFLUENCES", "run_id"),
     "feeds_run": ("FEEDS", "run_id"),
     "circuit_neuron_run": ("CIRCUIT_NEURON", "run_id"),
+    "labeled_run": ("LABELED", "run_id"),
 }
 
 

@@ -11,15 +11,17 @@ with exactly the graph of an uninterrupted one. No torch here: only records and 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from neo4j import Driver, ManagedTransaction
 
-from graphmodel import run_lease
+from graphmodel import run_lease, similarity, upgrade
 from graphmodel.connection import GraphStoreError
 from graphmodel.records import Circuit, LayerStep, PatchRecord, class_feed_weights
 from graphmodel.schema import SCHEMA_VERSION, ensure_schema
+from graphmodel.vectors import pack_f32
 
 BATCH_SIZE = 2000
 ERROR_CHARS = 2000
@@ -44,14 +46,38 @@ def _write_rows(
     query: str,
     rows: Sequence[dict],
     batch_size: int = BATCH_SIZE,
+    *,
+    once: str | None = None,
     **params: Any,
 ) -> None:
-    """One managed transaction per batch; the driver retries a batch on transient errors."""
+    """One managed transaction per batch; the driver retries a batch on transient errors.
+
+    With ``once`` (statements that CREATE), each batch also stamps its token on the Run in the same
+    transaction and is skipped when the stamp is already there: a retry after a commit whose reply
+    was lost must not create the batch's relationships twice. Batches of one run are written by one
+    process in order, so the last token is the only one a retry can repeat.
+    """
     if not rows:
         return
+
+    def stamped(tx: ManagedTransaction, batch_params: dict[str, Any], token: str) -> None:
+        seen = tx.run(_SEEN_TOKEN, run_id=params["run_id"], token=token).single()
+        if seen is not None and seen["seen"]:
+            return
+        tx.run(query, batch_params).consume()
+        tx.run(_STAMP_TOKEN, run_id=params["run_id"], token=token).consume()
+
     with driver.session() as session:
-        for batch in _batches(rows, batch_size):
-            session.execute_write(_run, query, {"rows": list(batch), **params})
+        for number, batch in enumerate(_batches(rows, batch_size)):
+            batch_params = {"rows": list(batch), **params}
+            if once is None:
+                session.execute_write(_run, query, batch_params)
+            else:
+                session.execute_write(stamped, batch_params, f"{once}/{number}")
+
+
+_SEEN_TOKEN = "MATCH (r:Run {run_id: $run_id}) RETURN r.write_token = $token AS seen"
+_STAMP_TOKEN = "MATCH (r:Run {run_id: $run_id}) SET r.write_token = $token"
 
 
 def _read_one(driver: Driver, query: str, **params: Any) -> dict | None:
@@ -244,34 +270,44 @@ def _require_run(driver: Driver, run_id: str) -> dict:
 
 _LAYER = "MATCH (l:Layer {model_id: $model_id, name: $layer}) SET l.width = $width, l.kind = $kind"
 
+# The statements of one layer. Run-scoped elements are made with {make}: CREATE when the layer was
+# just purged (none of them can exist, and CREATE skips the existence check MERGE makes for every
+# row), MERGE when a stored layer is written again, which changes nothing for identical records.
+# Shared nodes (Neuron, Patch) and HAS_NEURON are always MERGEd: other runs may have made them.
 _NEURONS = """
 MATCH (r:Run {run_id: $run_id})
 MATCH (l:Layer {model_id: $model_id, name: $layer})
 UNWIND $rows AS row
 MERGE (n:Neuron {model_id: $model_id, layer: $layer, index: row.index})
 MERGE (l)-[:HAS_NEURON]->(n)
-MERGE (r)-[c:CIRCUIT_NEURON]->(n)
+{make} (r)-[c:CIRCUIT_NEURON]->(n)
 SET c.run_id = $run_id, c.layer = $layer, c.max_activation = row.max_activation,
     c.selection_rule = row.selection_rule
 """
 
+_CHILD_NEURONS = """
+UNWIND $rows AS row
+MATCH (l:Layer {model_id: $model_id, name: row.layer})
+MERGE (n:Neuron {model_id: $model_id, layer: row.layer, index: row.index})
+MERGE (l)-[:HAS_NEURON]->(n)
+"""
+
 _CORE_EDGES = """
 UNWIND $rows AS row
-MATCH (lb:Layer {model_id: $model_id, name: row.child_layer})
 MATCH (p:Neuron {model_id: $model_id, layer: row.parent_layer, index: row.parent})
-MERGE (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
-MERGE (lb)-[:HAS_NEURON]->(c)
-MERGE (c)-[e:CORE_OF {run_id: $run_id}]->(p)
+MATCH (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
+{make} (c)-[e:CORE_OF {run_id: $run_id}]->(p)
 SET e.weight = row.weight, e.score = row.score, e.rank = row.rank
 """
 
 _SEMANTIC_GROUPS = """
 UNWIND $rows AS row
 MATCH (n:Neuron {model_id: $model_id, layer: $layer, index: row.neuron})
-MERGE (sg:SemanticGroup {sg_id: row.sg_id})
+{make} (sg:SemanticGroup {sg_id: row.sg_id})
 SET sg.run_id = $run_id, sg.model_id = $model_id, sg.layer = $layer, sg.neuron = row.neuron,
-    sg.j = row.j, sg.size = row.size, sg.centroid = row.centroid, sg.silhouette = row.silhouette
-MERGE (n)-[h:HAS_SEMANTIC_GROUP]->(sg)
+    sg.j = row.j, sg.size = row.size, sg.centroid_f32 = row.centroid, sg.silhouette = row.silhouette
+REMOVE sg.centroid
+{make} (n)-[h:HAS_SEMANTIC_GROUP]->(sg)
 SET h.run_id = $run_id
 """
 
@@ -279,27 +315,26 @@ _SG_EXEMPLARS = """
 UNWIND $rows AS row
 MATCH (sg:SemanticGroup {sg_id: row.sg_id})
 MERGE (p:Patch {patch_id: row.patch_id})
-MERGE (sg)-[e:EXEMPLAR]->(p)
+{make} (sg)-[e:EXEMPLAR]->(p)
 SET e.run_id = $run_id, e.rank = row.rank, e.activation = row.activation
 """
 
 _HYPEREDGES = """
 UNWIND $rows AS row
 MATCH (sg:SemanticGroup {sg_id: row.sg_id})
-MATCH (lb:Layer {model_id: $model_id, name: row.child_layer})
-MERGE (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
-MERGE (lb)-[:HAS_NEURON]->(c)
-MERGE (c)-[e:INFLUENCES]->(sg)
+MATCH (c:Neuron {model_id: $model_id, layer: row.child_layer, index: row.child})
+{make} (c)-[e:INFLUENCES]->(sg)
 SET e.run_id = $run_id, e.weight = row.weight, e.score = row.score
 """
 
 _NEURON_GROUPS = """
 MATCH (r:Run {run_id: $run_id})
 UNWIND $rows AS row
-MERGE (g:NeuronGroup {ng_id: row.ng_id})
+{make} (g:NeuronGroup {ng_id: row.ng_id})
 SET g.run_id = $run_id, g.model_id = $model_id, g.layer = $layer, g.position = row.position,
-    g.size = row.size, g.patches = row.patches, g.centroid = row.centroid
-MERGE (r)-[h:HAS_NEURON_GROUP]->(g)
+    g.size = row.size, g.patches = row.patches, g.centroid_f32 = row.centroid, g.members = row.members
+REMOVE g.centroid
+{make} (r)-[h:HAS_NEURON_GROUP]->(g)
 SET h.run_id = $run_id
 """
 
@@ -307,7 +342,7 @@ _NG_MEMBERS = """
 UNWIND $rows AS row
 MATCH (g:NeuronGroup {ng_id: row.ng_id})
 MATCH (n:Neuron {model_id: $model_id, layer: $layer, index: row.index})
-MERGE (g)-[m:HAS_MEMBER]->(n)
+{make} (g)-[m:HAS_MEMBER]->(n)
 SET m.run_id = $run_id, m.core = row.core
 """
 
@@ -315,7 +350,7 @@ _NG_SEMANTIC_GROUPS = """
 UNWIND $rows AS row
 MATCH (g:NeuronGroup {ng_id: row.ng_id})
 MATCH (sg:SemanticGroup {sg_id: row.sg_id})
-MERGE (g)-[h:HAS_SEMANTIC_GROUP]->(sg)
+{make} (g)-[h:HAS_SEMANTIC_GROUP]->(sg)
 SET h.run_id = $run_id, h.position = row.position
 """
 
@@ -323,7 +358,7 @@ _NG_EXEMPLARS = """
 UNWIND $rows AS row
 MATCH (g:NeuronGroup {ng_id: row.ng_id})
 MERGE (p:Patch {patch_id: row.patch_id})
-MERGE (g)-[e:EXEMPLAR]->(p)
+{make} (g)-[e:EXEMPLAR]->(p)
 SET e.run_id = $run_id, e.rank = row.rank
 """
 
@@ -331,7 +366,7 @@ _GROUP_EDGES = """
 UNWIND $rows AS row
 MATCH (c:NeuronGroup {ng_id: row.child})
 MATCH (p:NeuronGroup {ng_id: row.parent})
-MERGE (c)-[e:FEEDS]->(p)
+{make} (c)-[e:FEEDS]->(p)
 SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
 """
 
@@ -339,7 +374,7 @@ _GROUPS_TO_CLASS = """
 MATCH (:Run {run_id: $run_id})-[:EXPLAINS]->(cl:Class)
 UNWIND $rows AS row
 MATCH (g:NeuronGroup {ng_id: row.ng_id})
-MERGE (g)-[e:FEEDS]->(cl)
+{make} (g)-[e:FEEDS]->(cl)
 SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
 """
 
@@ -403,6 +438,13 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
             {"index": n.index, "max_activation": n.max_activation, "selection_rule": n.selection_rule}
             for n in step.neurons
         ],
+        "child_neurons": [
+            {"layer": layer, "index": index}
+            for layer, index in sorted(
+                {(e.child_layer, e.child) for e in step.core_edges}
+                | {(e.child_layer, e.child) for e in step.hyperedges}
+            )
+        ],
         "core_edges": [
             {
                 "child_layer": e.child_layer,
@@ -421,7 +463,7 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
                 "neuron": sg.neuron,
                 "j": sg.j,
                 "size": len(sg.patch_ids),
-                "centroid": list(sg.centroid),
+                "centroid": pack_f32(sg.centroid),
                 "silhouette": sg.silhouette,
             }
             for sg in step.semantic_groups
@@ -446,8 +488,9 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
                 "ng_id": g.ng_id,
                 "position": i,
                 "size": len(g.members),
+                "members": sorted(g.members),
                 "patches": len(g.patch_ids),
-                "centroid": list(g.centroid),
+                "centroid": pack_f32(g.centroid),
             }
             for i, g in enumerate(step.neuron_groups)
         ],
@@ -481,6 +524,7 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
 
 _LAYER_STATEMENTS = (
     ("neurons", _NEURONS),
+    ("child_neurons", _CHILD_NEURONS),
     ("core_edges", _CORE_EDGES),
     ("semantic_groups", _SEMANTIC_GROUPS),
     ("sg_exemplars", _SG_EXEMPLARS),
@@ -494,19 +538,30 @@ _LAYER_STATEMENTS = (
 )
 
 
+def layer_statements(*, fresh: bool) -> dict[str, str]:
+    """The statements of a layer by row key: CREATE for a freshly purged layer, MERGE otherwise."""
+    make = "CREATE" if fresh else "MERGE"
+    return {key: query.replace("{make}", make) for key, query in _LAYER_STATEMENTS}
+
+
+_FRESH, _REWRITE = layer_statements(fresh=True), layer_statements(fresh=False)
+
+
 def write_layer(driver: Driver, run_id: str, step: LayerStep, *, batch_size: int = BATCH_SIZE) -> int:
     """Store every record of one finished layer, then mark the layer done on the Run.
 
-    Layers must arrive top-down (the order of ``Run.layers``). A layer already done is re-MERGEd
-    (no change for identical records); one that is not done is first purged of what a crashed
-    attempt may have left. Returns the number of rows written.
+    Layers must arrive top-down (the order of ``Run.layers``). A layer that is not done is first
+    purged of what a crashed attempt may have left, then its run-scoped elements are CREATEd, each
+    batch exactly once (see `_write_rows`). A layer already done is re-MERGEd (no change for
+    identical records). Returns the number of rows written.
     """
     run = _require_run(driver, run_id)
     model_id, name = run["model_id"], step.layer.name
     layers, done = run["layers"] or [], run["layers_done"] or []
     if name not in layers:
         raise GraphStoreError(f"layer {name!r} is not one of run {run_id}'s layers {layers}")
-    if name not in done:
+    fresh = name not in done
+    if fresh:
         expected = layers[len(done)] if len(done) < len(layers) else None
         if name != expected:
             raise GraphStoreError(
@@ -518,8 +573,10 @@ def write_layer(driver: Driver, run_id: str, step: LayerStep, *, batch_size: int
     params = {"run_id": run_id, "model_id": model_id, "layer": name}
     with driver.session() as session:
         session.execute_write(_run, _LAYER, {**params, "width": step.layer.width, "kind": step.layer.kind})
-    for key, query in _LAYER_STATEMENTS:
-        _write_rows(driver, query, rows.get(key, []), batch_size, **params)
+    statements = _FRESH if fresh else _REWRITE
+    once = f"{name}/{uuid.uuid4().hex}" if fresh else None
+    for key, query in statements.items():
+        _write_rows(driver, query, rows.get(key, []), batch_size, once=once and f"{once}/{key}", **params)
     with driver.session() as session:
         session.execute_write(
             _run, _MARK_DONE, {**params, "seconds": float(step.seconds), "pairs": int(step.pairs)}
@@ -577,6 +634,8 @@ def complete_run(driver: Driver, circuit: Circuit) -> None:
             f"REMOVE r.error, r.failed_at, {run_lease.FINISHED_PROPERTIES}",
             {"run_id": circuit.run_id, "props": props, "stats_json": json.dumps(circuit.stats)},
         )
+    similarity.link_run(driver, circuit.run_id)
+    upgrade.upgrade_runs(driver, circuit.model_id)  # runs of the model stored before schema 2
 
 
 def fail_run(driver: Driver, run_id: str, error: str) -> bool:

@@ -13,20 +13,31 @@
 MATCH (r:Run {model_id: $model_id, status: 'COMPLETE'})-[:EXPLAINS]->(c:Class)
 WITH c, r ORDER BY r.finished_at DESC
 WITH c, head(collect(r)) AS r
-CALL (r, c) {
+WITH r, c.name AS class_name ORDER BY class_name
+WITH collect({r: r, class_name: class_name}) AS runs
+CALL (runs) {
+  // Neurons are grouped as nodes first: their layer and index are read once per neuron, not once
+  // per run that uses them.
+  UNWIND runs AS run
+  WITH run.r AS r, run.class_name AS class_name
   MATCH (r)-[cn:CIRCUIT_NEURON]->(n:Neuron)
   WHERE cn.layer <> r.layers[0] AND ($layer IS NULL OR cn.layer = $layer)
-  RETURN 'neuron' AS kind, n.layer AS layer, [n.index] AS members, c.name AS class_name
+  WITH n, collect(DISTINCT class_name) AS classes
+  WHERE size(classes) >= $min_classes
+  RETURN 'neuron' AS kind, n.layer AS layer, [n.index] AS members, classes
   UNION ALL
-  MATCH (r)-[:HAS_NEURON_GROUP]->(g:NeuronGroup)-[:HAS_MEMBER]->(m:Neuron)
+  // NeuronGroup.members holds the sorted member indices (schema 2); older groups are expanded.
+  UNWIND runs AS run
+  WITH run.r AS r, run.class_name AS class_name
+  MATCH (r)-[:HAS_NEURON_GROUP]->(g:NeuronGroup)
   WHERE $layer IS NULL OR g.layer = $layer
-  WITH g, m ORDER BY m.index
-  WITH g, collect(m.index) AS members
-  RETURN 'neuron_group' AS kind, g.layer AS layer, members, c.name AS class_name
+  WITH g, class_name,
+       CASE WHEN g.members IS NOT NULL THEN g.members
+            ELSE COLLECT { MATCH (g)-[:HAS_MEMBER]->(m:Neuron) RETURN m.index ORDER BY m.index } END AS members
+  WITH g.layer AS layer, members, collect(DISTINCT class_name) AS classes
+  WHERE size(classes) >= $min_classes
+  RETURN 'neuron_group' AS kind, layer, members, classes
 }
-WITH kind, layer, members, class_name ORDER BY class_name
-WITH kind, layer, members, collect(DISTINCT class_name) AS classes
-WHERE size(classes) >= $min_classes
 WITH kind, layer, members, classes ORDER BY size(classes) DESC, layer, members
 WITH kind, collect({layer: layer, members: members, classes: classes})[0..$limit] AS rows
 UNWIND rows AS row

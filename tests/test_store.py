@@ -32,6 +32,7 @@ from graphmodel.patchstore import (
     upload_patches,
 )
 from graphmodel.schema import CONSTRAINTS, ensure_schema
+from graphmodel.vectors import pack_f32
 from tests.services import free_ports
 
 
@@ -108,9 +109,12 @@ def test_a_half_written_layer_is_purged_before_it_is_written_again(driver):
     params = {"run_id": circuit.run_id, "model_id": circuit.model_id, "layer": layer}
     neuron = {"index": 9, "max_activation": 1.0, "selection_rule": None}
     stale = {"sg_id": f"{circuit.run_id}/{layer}/9/0", "neuron": 9, "j": 0, "size": 1, "centroid": [0.0]}
-    writer._write_rows(driver, writer._NEURONS, [neuron], **params)
-    writer._write_rows(driver, writer._SEMANTIC_GROUPS, [{**stale, "silhouette": 0.1}], **params)
-    writer._write_rows(driver, writer._CORE_EDGES, writer.layer_rows(steps[1])["core_edges"][:2], **params)
+    merge = writer.layer_statements(fresh=False)
+    stale = {**stale, "centroid": pack_f32(stale["centroid"]), "silhouette": 0.1}
+    writer._write_rows(driver, merge["neurons"], [neuron], **params)
+    writer._write_rows(driver, merge["semantic_groups"], [stale], **params)
+    writer._write_rows(driver, merge["child_neurons"], writer.layer_rows(steps[1])["child_neurons"], **params)
+    writer._write_rows(driver, merge["core_edges"], writer.layer_rows(steps[1])["core_edges"][:2], **params)
     assert writer.run_counts(driver, circuit.run_id)["semantic_groups"] > len(steps[0].semantic_groups)
     assert [s.layer.name for s in reader.finished_layers(driver, circuit.run_id)] == ["fc"]
     assert reader.run_status(driver, circuit.run_id).status == "RUNNING"
@@ -118,6 +122,89 @@ def test_a_half_written_layer_is_purged_before_it_is_written_again(driver):
         writer.write_layer(driver, circuit.run_id, step)
     writer.complete_run(driver, circuit)
     assert reader.load_circuit(driver, circuit.run_id) == circuit
+
+
+def test_a_create_batch_retried_after_its_commit_is_not_written_twice(driver):
+    """A fresh layer is CREATEd; the driver may retry a batch whose commit reply was lost."""
+    circuit, steps = small_circuit("once000000000001")
+    writer.start_run(driver, shell_of(circuit))
+    writer.write_patches(driver, circuit.run_id, circuit.patches)
+    writer.write_layer(driver, circuit.run_id, steps[0])
+    create = writer.layer_statements(fresh=True)
+    params = {"run_id": circuit.run_id, "model_id": circuit.model_id, "layer": steps[1].layer.name}
+    rows = writer.layer_rows(steps[1])
+    for key in ("neurons", "child_neurons", "semantic_groups"):
+        writer._write_rows(driver, create[key], rows[key], once=f"t/{key}", **params)
+    before = graph_size(driver)
+    writer._write_rows(
+        driver, create["semantic_groups"], rows["semantic_groups"], once="t/semantic_groups", **params
+    )
+    assert graph_size(driver) == before  # the replayed batch saw its own stamp
+    with pytest.raises(ConstraintError):  # a new token really writes: CREATE refuses the same key
+        writer._write_rows(driver, create["semantic_groups"], rows["semantic_groups"], once="t/2", **params)
+
+
+def test_centroids_are_float32_bytes_and_old_list_centroids_still_read(driver):
+    circuit, steps = small_circuit("f32c000000000001")
+    write_all(driver, circuit, steps)
+    sg = circuit.semantic_groups[0]
+    stored = driver.execute_query(
+        "MATCH (sg:SemanticGroup {sg_id: $id}) RETURN sg.centroid_f32 AS packed, sg.centroid AS old",
+        id=sg.sg_id,
+    ).records[0]
+    assert isinstance(stored["packed"], bytes) and len(stored["packed"]) == 4 * len(sg.centroid)
+    assert stored["old"] is None
+    driver.execute_query(  # a graph written before schema 2 holds float lists
+        "MATCH (g) WHERE g.run_id = $run AND (g:SemanticGroup OR g:NeuronGroup) "
+        "SET g.centroid = [x IN range(0, size(g.centroid_f32) / 4 - 1) | 0.5] REMOVE g.centroid_f32",
+        run=circuit.run_id,
+    )
+    loaded = reader.load_circuit(driver, circuit.run_id)
+    assert {tuple(set(g.centroid)) for g in loaded.semantic_groups + loaded.neuron_groups} == {(0.5,)}
+    assert len(loaded.semantic_groups[0].centroid) == len(sg.centroid)
+
+
+def test_core_overlap_is_written_on_completion_and_older_runs_are_upgraded(driver):
+    """class_similarity reads SHARES_CORE counts; a run stored before them is upgraded by the
+    next completion of its model. Expected values come from the circuits, not the graph."""
+    import queries
+    from graphmodel import upgrade
+
+    def make(run_id, class_index, seed):
+        return synthetic_circuit(
+            run_id,
+            widths=(4, 12, 12),
+            k=6,
+            tau=3,
+            patches=40,
+            groups_per_layer=3,
+            seed=seed,
+            model_id="similarity-model",
+            class_index=class_index,
+        )
+
+    (a, steps_a), (b, steps_b) = make("simA000000000001", 0, 1), make("simB000000000001", 1, 2)
+    write_all(driver, a, steps_a)
+    driver.execute_query(  # as a writer before schema 2 left it
+        "MATCH (r:Run {run_id: $run}) REMOVE r.core_layers, r.core_sizes WITH r "
+        "OPTIONAL MATCH (g:NeuronGroup {run_id: $run}) REMOVE g.members",
+        run=a.run_id,
+    )
+    assert upgrade.upgrade_runs(driver, "other-model") == []
+    write_all(driver, b, steps_b)
+    [row] = queries.run("class_similarity", driver=driver, model_id="similarity-model")
+    core_a = {(e.child_layer, e.child) for e in a.core_edges}
+    core_b = {(e.child_layer, e.child) for e in b.core_edges}
+    assert (row["core_a"], row["core_b"], row["shared"]) == (len(core_a), len(core_b), len(core_a & core_b))
+    assert row["jaccard"] == pytest.approx(len(core_a & core_b) / len(core_a | core_b))
+    layer = steps_a[1].layer.name
+    [row] = queries.run("class_similarity", driver=driver, model_id="similarity-model", layer=layer)
+    in_layer = lambda core: {n for n in core if n[0] == layer}  # noqa: E731
+    assert row["shared"] == len(in_layer(core_a) & in_layer(core_b))
+    members = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $run}) RETURN g.ng_id AS id, g.members AS members", run=a.run_id
+    ).records
+    assert {r["id"]: r["members"] for r in members} == {g.ng_id: sorted(g.members) for g in a.neuron_groups}
 
 
 def test_finished_layers_give_back_the_layer_steps(driver):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class StackConfig:
     build_dir: Path
     neo4j_heap: str = "1g"
     neo4j_pagecache: str = "128m"
+    # Neo4j prunes transaction logs beyond this at each checkpoint (its own default keeps them all
+    # for two days: gigabytes after a campaign). Any value of db.tx_log.rotation.retention_policy.
+    neo4j_tx_logs: str = "256M size"
 
     @property
     def neo4j_address(self) -> tuple[str, int]:
@@ -103,6 +107,7 @@ FILE_KEYS = (
     "neo4j_password",
     "neo4j_heap",
     "neo4j_pagecache",
+    "neo4j_tx_logs",
     "neo4j_retry_seconds",
     "s3_endpoint",
     "s3_access_key",
@@ -186,7 +191,22 @@ def load_config() -> StackConfig:
         build_dir=Path(build_dir).expanduser().resolve() if build_dir else state_dir / "java",
         neo4j_heap=env.get("NEURFLOW_NEO4J_HEAP", "1g"),
         neo4j_pagecache=env.get("NEURFLOW_NEO4J_PAGECACHE", "128m"),
+        neo4j_tx_logs=_tx_log_retention(env.get("NEURFLOW_NEO4J_TX_LOGS", "256M size")),
     )
+
+
+_RETENTION = re.compile(r"^(true|false|keep_all|keep_none|\d+[kKmMgG]? (files|size|txs|entries|hours|days))$")
+
+
+def _tx_log_retention(value: str) -> str:
+    """Neo4j's retention syntax, checked here so a typo is one line, not a Neo4j that will not start."""
+    value = " ".join(value.split())
+    if not _RETENTION.match(value):
+        raise StackError(
+            f"NEURFLOW_NEO4J_TX_LOGS={value!r} is not a transaction-log retention; use e.g. '256M size', "
+            "'2 files', '1 days' or 'keep_all' (Neo4j's db.tx_log.rotation.retention_policy)"
+        )
+    return value
 
 
 def _stored_credentials(state_dir: Path) -> dict[str, str]:

@@ -115,6 +115,7 @@ def _start_neo4j(cfg: StackConfig, build: JavaBuild) -> int:
         host,
         str(port),
         cfg.neo4j_pagecache,
+        cfg.neo4j_tx_logs,
     ]
     env = _base_env(CLASSPATH=build.neo4j_classpath, NEURFLOW_NEO4J_PASSWORD=cfg.neo4j_password)
     return spawn(
