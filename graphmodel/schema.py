@@ -38,6 +38,7 @@ NODE_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     # A composite index serves only lookups on all its keys; per-run reads and counts use these.
     "semantic_group_run_id": ("SemanticGroup", ("run_id",)),
     "neuron_group_run_id": ("NeuronGroup", ("run_id",)),
+    "audit_run": ("AuditResult", ("run_id",)),
 }
 
 RELATIONSHIP_INDEXES: dict[str, tuple[str, str]] = {

@@ -35,8 +35,10 @@ SET r.core_layers = layers, r.core_sizes = sizes
 _SHARED = """
 MATCH (r:Run {run_id: $run_id})
 CALL (r) {
-  MATCH (r)-[c:CIRCUIT_NEURON]->(n:Neuron)<-[:CIRCUIT_NEURON]-(o:Run)
-  WHERE c.layer <> r.layers[0] AND o <> r AND o.model_id = r.model_id AND n.layer <> o.layers[0]
+  // No labels on n and o (CIRCUIT_NEURON only links a Run to a Neuron): the expansion then starts
+  // at r, where a label would let the planner scan every Run.
+  MATCH (r)-[c:CIRCUIT_NEURON]->(n)<-[:CIRCUIT_NEURON]-(o)
+  WHERE c.layer <> r.layers[0] AND o <> r AND n.layer <> o.layers[0]
   WITH o, n.layer AS layer, count(*) AS n
   ORDER BY layer
   RETURN o, collect(layer) AS layers, collect(n) AS shared

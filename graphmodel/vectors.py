@@ -2,9 +2,9 @@
 
 A centroid has one value per channel of the layer below (2,048 on a ResNet-50), on every semantic
 group and neuron group, and no query compares them. Stored as a list of floats, Neo4j keeps 8 bytes
-per value; as little-endian float32 bytes, 4. The core computes them in float32 (layer means of
-float32 activations), so this loses nothing for real circuits. Graphs written before version 2 of
-the schema hold lists; `unpack_f32` reads both.
+per value; as little-endian float32 bytes, 4. The core gives float32 centroids (means of float32
+activations), so they are stored exactly. Graphs written before version 2 of the schema hold
+lists; `unpack_f32` reads both.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Write a `Circuit` into Neo4j: batched ``UNWIND $rows ... MERGE`` in managed write transactions.
+"""Write a `Circuit` into Neo4j: batched ``UNWIND $rows`` statements in managed write transactions.
 
-Every statement MERGEs on a constrained key (see graphmodel/schema.py) and SETs the record's values,
-so writing the same records again changes nothing, and a transaction the driver retries after a
-lost connection cannot create duplicates. A layer counts as stored only when every batch of it is
-committed: the last transaction of `write_layer` appends the layer to ``Run.layers_done``. A layer
-that was half written by a crashed run is purged before it is written again, so a resumed run ends
-with exactly the graph of an uninterrupted one. No torch here: only records and Cypher parameters.
+Shared nodes (Model, Layer, Neuron, Class, Patch) are MERGEd on their constrained keys (see
+graphmodel/schema.py). A layer counts as stored only when every batch of it is committed: the last
+transaction of `write_layer` appends the layer to ``Run.layers_done``. A layer that is not done is
+first purged of what a crashed run may have left, and its run-scoped nodes and relationships are
+then CREATEd, which skips the existence check MERGE makes for every row; each CREATE batch stamps a
+token on its Run, so a transaction the driver retries after a lost reply cannot create duplicates.
+A layer already done is MERGEd again, which changes nothing for identical records. So a resumed
+run ends with exactly the graph of an uninterrupted one. No torch here: only records and Cypher
+parameters.
 """
 
 from __future__ import annotations
@@ -392,7 +395,7 @@ _PURGE_LAYER = (
     "DETACH DELETE sg RETURN count(*) AS n",
     "MATCH (g:NeuronGroup {run_id: $run_id, layer: $layer}) WITH g LIMIT $limit "
     "DETACH DELETE g RETURN count(*) AS n",
-    "MATCH ()-[e:CORE_OF {run_id: $run_id}]->(:Neuron {model_id: $model_id, layer: $layer}) "
+    "MATCH ()-[e:CORE_OF {run_id: $run_id}]->(p) USING INDEX e:CORE_OF(run_id) WHERE p.layer = $layer "
     "WITH e LIMIT $limit DELETE e RETURN count(*) AS n",
     "MATCH (:Run {run_id: $run_id})-[c:CIRCUIT_NEURON {layer: $layer}]->() "
     "WITH c LIMIT $limit DELETE c RETURN count(*) AS n",

@@ -207,6 +207,48 @@ def test_core_overlap_is_written_on_completion_and_older_runs_are_upgraded(drive
     assert {r["id"]: r["members"] for r in members} == {g.ng_id: sorted(g.members) for g in a.neuron_groups}
 
 
+def write_path_statements() -> dict[str, str]:
+    """Every Cypher statement the write path runs, by name."""
+    from graphmodel import labels, similarity, upgrade
+
+    statements = {f"fresh.{k}": q for k, q in writer.layer_statements(fresh=True).items()}
+    statements |= {f"rewrite.{k}": q for k, q in writer.layer_statements(fresh=False).items()}
+    for module in (writer, labels, similarity, upgrade):
+        for name, value in vars(module).items():
+            texts = value if isinstance(value, tuple) else (value,)
+            for i, text in enumerate(texts):
+                if (
+                    name.startswith("_")
+                    and isinstance(text, str)
+                    and "MATCH" in text
+                    and "{make}" not in text
+                ):
+                    statements[f"{module.__name__}.{name}[{i}]"] = text
+    return statements
+
+
+def test_no_write_path_statement_scans_a_label_or_the_database(driver):
+    """Checks, counts, purges and label replacement seek by run_id: their cost must not grow with
+    the rest of the database (EXPLAIN plans; the graph holds a few runs by now)."""
+    scans = ("AllNodesScan", "NodeByLabelScan", "AllRelationshipsScan", "RelationshipTypeScan")
+
+    def operators(plan):
+        yield plan["operatorType"].split("@")[0], plan.get("args", {}).get("Details", "")
+        for child in plan.get("children", []):
+            yield from operators(child)
+
+    statements = write_path_statements()
+    assert len(statements) > 40
+    found = {}
+    for name, text in statements.items():
+        with driver.session() as session:
+            plan = session.run("EXPLAIN " + text).consume().plan
+        scanned = [f"{op} {detail}" for op, detail in operators(plan) if op.startswith(scans)]
+        if scanned:
+            found[name] = scanned
+    assert found == {}
+
+
 def test_finished_layers_give_back_the_layer_steps(driver):
     circuit, steps = small_circuit("done000000000001")
     writer.start_run(driver, shell_of(circuit))

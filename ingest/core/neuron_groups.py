@@ -53,7 +53,7 @@ def neuron_groups(
                 members=sorted({sg.neuron for sg in members_sgs}),
                 sg_ids=[sg.sg_id for sg in members_sgs],
                 patch_ids=patch_ids,
-                centroid=[float(v) for v in centre],
+                centroid=[float(v) for v in centre.astype(np.float32)],  # as the graph stores it
                 core_members=sorted(core),
             )
         )
