@@ -58,7 +58,8 @@ def _write_rows(
     With ``once`` (statements that CREATE), each batch also stamps its token on the Run in the same
     transaction and is skipped when the stamp is already there: a retry after a commit whose reply
     was lost must not create the batch's relationships twice. Batches of one run are written by one
-    process in order, so the last token is the only one a retry can repeat.
+    process in order, so the last token is the only one a retry can repeat. Tokens are unique to
+    an attempt at a layer, and marking the layer done removes the last one.
     """
     if not rows:
         return
@@ -384,6 +385,7 @@ SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
 _MARK_DONE = """
 MATCH (r:Run {run_id: $run_id})
 SET r.layers_done = CASE WHEN $layer IN r.layers_done THEN r.layers_done ELSE r.layers_done + $layer END
+REMOVE r.write_token
 WITH r
 MATCH (r)-[u:USES_LAYER]->(:Layer {model_id: $model_id, name: $layer})
 SET u.done = true, u.seconds = $seconds, u.pairs = $pairs
