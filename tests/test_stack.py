@@ -178,8 +178,27 @@ def test_a_port_held_by_another_process_is_reported(stack, tmp_path):
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         other = dataclasses.replace(cfg, state_dir=tmp_path, s3_endpoint=f"http://127.0.0.1:{port}")
-        with pytest.raises(StackError, match=f"127.0.0.1:{port} is already in use"):
+        with pytest.raises(StackError, match=f"127.0.0.1:{port} is already in use") as refused:
             up(other, neo4j=False, browser=False)
+    assert f"pid {os.getpid()}" in str(refused.value)  # who holds it, found through psutil
+
+
+def test_a_pid_file_names_a_process_only_while_that_very_process_runs(tmp_path):
+    import psutil
+
+    from graphmodel.stack import processes
+
+    pid_file = tmp_path / "x.pid"
+    me = psutil.Process(os.getpid())
+    marker = Path(me.cmdline()[0]).name
+    created = round(me.create_time(), 2)
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "created": created}))
+    assert processes.running_pid(pid_file, marker) == os.getpid()
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "created": created - 5}))  # a recycled pid
+    assert processes.running_pid(pid_file, marker) is None and not pid_file.exists()
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "start_time": "123"}))  # an older version's file
+    assert processes.running_pid(pid_file, marker) == os.getpid()
+    assert processes.running_pid(pid_file, "not-this-command") is None
 
 
 def test_restart_neo4j_after_a_kill_keeps_the_data(stack):

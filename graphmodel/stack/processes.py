@@ -1,14 +1,14 @@
 """Detached service processes: start in their own session, track by pid file, stop cleanly.
 
-A pid file records the pid and the kernel's start time of the process, so a recycled pid is never
-mistaken for ours, and the command line must still name the service's marker.
+A pid file records the pid and the creation time of the process, so a recycled pid is never
+mistaken for ours, and the command line must still name the service's marker. Processes are read
+through psutil, so `status` and `down` work the same on Linux and macOS.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,30 +16,26 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 # Processes this interpreter started: kept so that they are reaped (poll) instead of lingering as
 # zombies, and so that Python does not warn that they still run when the Popen object is dropped.
 _children: dict[int, subprocess.Popen] = {}
 
 
-def _proc_stat(pid: int) -> list[str] | None:
+def _created(pid: int) -> float | None:
+    """The process's creation time (seconds since the epoch), or None if there is no such process."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return round(psutil.Process(pid).create_time(), 2)
+    except psutil.Error:
         return None
-    # The command name (field 2) may contain spaces; fields after it are split on the last ")".
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _start_time(pid: int) -> str | None:
-    fields = _proc_stat(pid)
-    return fields[19] if fields else None
 
 
 def is_alive(pid: int) -> bool:
     """True until the whole process has exited.
 
-    The state in /proc/PID/stat is that of the main thread only: a JVM's main thread can be a
-    zombie while its other threads still run and hold the ports, so count the live tasks.
+    A process's state is that of its main thread: a JVM's main thread can be a zombie while its
+    other threads still run and hold the ports, so a zombie counts as alive while it has threads.
     """
     child = _children.get(pid)
     if child is not None:
@@ -47,21 +43,19 @@ def is_alive(pid: int) -> bool:
             return True
         del _children[pid]
         return False
-    fields = _proc_stat(pid)
-    if fields is None:
-        return False
-    if fields[0] != "Z":
-        return True
     try:
-        return len(os.listdir(f"/proc/{pid}/task")) > 1
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE:
+            return True
+        return len(process.threads()) > 1
+    except psutil.Error:
         return False
 
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
@@ -72,7 +66,9 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
         pid = int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if is_alive(pid) and _start_time(pid) == record.get("start_time"):
+    created = record.get("created")
+    same = created is None or _created(pid) == created  # pid files of older versions have no time
+    if is_alive(pid) and same:
         command = _cmdline(pid)
         if not command or marker in command:  # empty while the main thread is a zombie
             return pid
@@ -105,7 +101,7 @@ def spawn(
             close_fds=True,
         )
     _children[process.pid] = process
-    record = {"pid": process.pid, "start_time": _start_time(process.pid), "command": command[0]}
+    record = {"pid": process.pid, "created": _created(process.pid), "command": command[0]}
     tmp = pid_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(pid_file)
@@ -143,19 +139,17 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def listener_description(port: int) -> str:
     """Best-effort 'pid/name' of whatever listens on ``port``, for error messages."""
-    ss = shutil.which("ss")
-    if ss is None:
-        return "another process"
     try:
-        out = subprocess.run(
-            [ss, "-H", "-ltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:  # macOS lists other processes' sockets only to root
         return "another process"
-    users = out.split("users:", 1)[1].strip() if "users:" in out else ""
-    if users.startswith("((") and users.endswith("))"):
-        users = users[1:-1]
-    return f"another process {users}" if users else "another process"
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+            try:
+                return f"another process (pid {conn.pid}, {psutil.Process(conn.pid).name()})"
+            except psutil.Error:
+                return f"another process (pid {conn.pid})"
+    return "another process"
 
 
 def tail(path: Path, lines: int = 20) -> str:
