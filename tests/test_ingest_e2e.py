@@ -358,3 +358,32 @@ def test_demo_starts_the_stack_ingests_and_says_where_to_look(stack, driver, tmp
     assert f"MATCH (r:Run {{run_id: '{run_id}'}})" in out
     assert stack.neo4j_password not in out
     assert (tmp_path / "circuit.json").exists() and "-- block1" in out
+
+
+def test_demo_uses_services_that_already_answer_instead_of_starting_the_stack(
+    stack, driver, tmp_path, monkeypatch
+):
+    """As with the Docker compose services: NEURFLOW_* point at a Neo4j and an S3 this state dir
+    did not start; the demo ingests into them and starts nothing (no Java needed)."""
+    from click.testing import CliRunner
+
+    from ingest.cli import main
+
+    state = tmp_path / "state"
+    monkeypatch.setenv("NEURFLOW_STATE_DIR", str(state))
+    monkeypatch.setenv("NEURFLOW_NEO4J_PASSWORD", stack.neo4j_password)
+    monkeypatch.setenv("NEURFLOW_S3_ACCESS_KEY", stack.s3_access_key)
+    monkeypatch.setenv("NEURFLOW_S3_SECRET_KEY", stack.s3_secret_key)
+    result = CliRunner().invoke(
+        main,
+        ["demo", "--out", str(tmp_path / "out"), "--images", "3", "--steps", "2"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert f"using the Neo4j that answers at {stack.neo4j_uri}" in result.output
+    assert "stack down" not in result.output and "Patches:       S3 bucket" in result.output
+    assert not (state / "run").exists()  # no service of this state dir was started
+    run_id = next(
+        line.split()[1].rstrip(":") for line in result.output.splitlines() if line.startswith("run ")
+    )
+    assert reader.run_status(driver, run_id).status == writer.COMPLETE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -32,7 +33,8 @@ from ingest.cli.ranges import COUNT, STEPS
     "--store/--no-store",
     default=True,
     show_default=True,
-    help="Start the local Neo4j + S3 stack and ingest the circuit (needs Java 17 and Maven); "
+    help="Ingest the circuit: into the configured Neo4j (NEURFLOW_NEO4J_URI, e.g. the Docker compose "
+    "services) when it answers, else into the local stack, started here (needs Java 17 and Maven); "
     "--no-store only extracts to --out.",
 )
 def demo_command(out: str, class_name: str, n_images: int, steps: int, quadrature: str, store: bool) -> None:
@@ -66,9 +68,18 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path) -> None:
     from ingest.pipeline.patch_stores import open_patch_store
 
     stack_cfg = load_config()
-    click.echo("starting the local stack (the first start fetches Neo4j from Maven Central)", err=True)
-    up(stack_cfg)
-    store = open_patch_store(stack_cfg, s3=True)
+    running = _running_elsewhere(stack_cfg)
+    if running:
+        click.echo(
+            f"using the Neo4j that answers at {stack_cfg.neo4j_uri} (not starting the local stack); "
+            "patches go to "
+            + ("NEURFLOW_S3_ENDPOINT" if os.environ.get("NEURFLOW_S3_ENDPOINT") else "a folder"),
+            err=True,
+        )
+    else:
+        click.echo("starting the local stack (the first start fetches Neo4j from Maven Central)", err=True)
+        up(stack_cfg)
+    store = open_patch_store(stack_cfg, s3=not running)
     with connect(stack_cfg) as driver:
         result = ingest_with_progress(driver, loaded, images, class_index, cfg, store)
         circuit = result.circuit or reader.load_circuit(driver, result.run_id)
@@ -84,6 +95,22 @@ Neo4j Bolt:    {stack_cfg.neo4j_uri}  (user {stack_cfg.neo4j_user}; password in 
 Neo4j Browser: {stack_cfg.browser_url}
 Patches:       {store.describe()}
 First query to paste into Browser:
-  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p
-Stop the services with `neurflow stack down`."""
+  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p"""
+        + ("" if running else "\nStop the services with `neurflow stack down`.")
     )
+
+
+def _running_elsewhere(stack_cfg) -> bool:
+    """True when the configured Neo4j is not this state dir's but answers with the configured
+    credentials (the compose services, a server of your own): the demo then uses it, with S3 when
+    NEURFLOW_S3_ENDPOINT is set, instead of starting the local stack (Java) beside it."""
+    from graphmodel.connection import GraphStoreError, connect
+    from graphmodel.stack.services import is_running
+
+    if is_running(stack_cfg, "neo4j"):
+        return False
+    try:
+        with connect(stack_cfg, retry_seconds=0, connection_timeout=2.0):
+            return True
+    except GraphStoreError:
+        return False
