@@ -358,6 +358,9 @@ def test_demo_starts_the_stack_ingests_and_says_where_to_look(stack, driver, tmp
     assert f"MATCH (r:Run {{run_id: '{run_id}'}})" in out
     assert stack.neo4j_password not in out
     assert (tmp_path / "circuit.json").exists() and "-- block1" in out
+    # Where to look comes first; the semantic groups' purity rows (hundreds) only with -v.
+    assert out.index("Neo4j Browser:") < out.index("-- block1")
+    assert "semantic-group rows not shown" in out and "   SG " not in out and "   NG " in out
 
 
 def test_demo_uses_services_that_already_answer_instead_of_starting_the_stack(

@@ -37,7 +37,12 @@ from ingest.cli.ranges import COUNT, STEPS
     "services) when it answers, else into the local stack, started here (needs Java 17 and Maven); "
     "--no-store only extracts to --out.",
 )
-def demo_command(out: str, class_name: str, n_images: int, steps: int, quadrature: str, store: bool) -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also print the purity of every semantic group (hundreds of rows)."
+)
+def demo_command(
+    out: str, class_name: str, n_images: int, steps: int, quadrature: str, store: bool, verbose: bool
+) -> None:
     """Run the method on the shipped planted-concept benchmark, then store it in Neo4j and S3.
 
     No downloads beyond the first start of the local services (from Maven Central); CPU is fine.
@@ -54,12 +59,12 @@ def demo_command(out: str, class_name: str, n_images: int, steps: int, quadratur
     class_index = resolve_class(class_name, loaded.class_names, loaded.num_classes)
     cfg = ExtractConfig(layers=loaded.default_layers, steps=steps, quadrature=quadrature)
     if not store:
-        run_extract(loaded, images, class_index, cfg, out_dir, replace_other=True)
+        run_extract(loaded, images, class_index, cfg, out_dir, replace_other=True, compact=not verbose)
         return
-    _demo_with_store(loaded, images, class_index, cfg, out_dir)
+    _demo_with_store(loaded, images, class_index, cfg, out_dir, verbose)
 
 
-def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path) -> None:
+def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: bool) -> None:
     from graphmodel import reader
     from graphmodel.connection import connect
     from graphmodel.stack import load_config, up
@@ -85,11 +90,9 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path) -> None:
         circuit = result.circuit or reader.load_circuit(driver, result.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     circuit.save(out_dir / "circuit.json")
-    for line in summary_lines(circuit):
-        click.echo(line)
+    status = result.status.lower().replace("_", " ")
     click.echo(
-        f"""
-run {result.run_id}: {result.status.lower().replace("_", " ")}; saved to {out_dir / "circuit.json"}
+        f"""run {result.run_id}: {status}; saved to {out_dir / "circuit.json"}
 Neo4j Bolt:    {stack_cfg.neo4j_uri}  (user {stack_cfg.neo4j_user}; password in NEURFLOW_NEO4J_PASSWORD or
                {stack_cfg.state_dir / "credentials.json"})
 Neo4j Browser: {stack_cfg.browser_url}
@@ -97,7 +100,10 @@ Patches:       {store.describe()}
 First query to paste into Browser:
   MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p"""
         + ("" if running else "\nStop the services with `neurflow stack down`.")
+        + "\n"
     )
+    for line in summary_lines(circuit, semantic_groups=verbose):  # where to look first, then the tables
+        click.echo(line)
 
 
 def _running_elsewhere(stack_cfg) -> bool:

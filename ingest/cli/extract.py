@@ -60,10 +60,13 @@ def extract_command(images: str, out: str, **options) -> None:
     run_extract(loaded, images, class_index, cfg, Path(out))
 
 
-def run_extract(loaded, images, class_index, cfg, out: Path, *, replace_other: bool = False):
+def run_extract(
+    loaded, images, class_index, cfg, out: Path, *, replace_other: bool = False, compact: bool = False
+):
     """Extract, save to `out` and print the summary: `extract` and `demo --no-store` share it.
     `replace_other` removes another run's results from `out` (the demo owns its folder); without it
-    such a folder is refused before any layer is computed."""
+    such a folder is refused before any layer is computed. `compact` leaves out the purity rows of
+    semantic groups (the demo's default)."""
     from ingest.core.circuit import extract_circuit
     from ingest.pipeline.output import OutputError, save_outputs, summary_lines
 
@@ -90,7 +93,7 @@ def run_extract(loaded, images, class_index, cfg, out: Path, *, replace_other: b
             f"cannot write the results into {out}: {exc.strerror or exc}; files written before are "
             "kept whole (each is replaced atomically). Free space or choose another --out, then re-run"
         ) from None
-    for line in summary_lines(circuit):
+    for line in summary_lines(circuit, semantic_groups=not compact):
         click.echo(line)
     click.echo("")
     for label, path in paths.items():

@@ -134,8 +134,9 @@ def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Pa
     return paths
 
 
-def summary_lines(circuit: Circuit) -> list[str]:
-    """A per-layer summary table, then (with ground truth) the purity of every group."""
+def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str]:
+    """A per-layer summary table, then (with ground truth) the purity of every group; without
+    ``semantic_groups`` only the neuron groups' (a few dozen rows instead of hundreds)."""
     by_layer: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for n in circuit.neurons:
         by_layer[n.layer]["neurons"] += 1
@@ -173,8 +174,11 @@ def summary_lines(circuit: Circuit) -> list[str]:
             "ground-truth purity (share of a group's patches containing its dominant concept)",
             f"base rates over all {len(circuit.patches)} patches: {rates}",
         ]
+        hidden = 0 if semantic_groups else sum(r["kind"] != "neuron_group" for r in purity)
         for layer in circuit.layer_names():
-            rows = [r for r in purity if r["layer"] == layer]
+            rows = [
+                r for r in purity if r["layer"] == layer and (semantic_groups or r["kind"] == "neuron_group")
+            ]
             lines.append(f"-- {layer}")
             for r in rows:
                 kind = "NG" if r["kind"] == "neuron_group" else "SG"
@@ -184,4 +188,8 @@ def summary_lines(circuit: Circuit) -> list[str]:
                     f"   {kind} {who:<22} n={r['size']:<4} {r['concept'] or '-':<9} "
                     f"{r['purity']:.2f}   [{tail}]"
                 )
+        if hidden:
+            lines.append(
+                f"({hidden} semantic-group rows not shown: -v, or `neurflow show` on the circuit.json)"
+            )
     return lines
