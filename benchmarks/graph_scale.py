@@ -54,6 +54,7 @@ SHAPES = {
     "planted": {"widths": (10, 128, 128, 64, 32), "skew": 1.0},
 }
 CONCEPTS = [f"concept{i:02d}" for i in range(40)]
+RESNET, VGG = "resnet50-like", "vgg16-like"  # the queries ask about RESNET (and compare it with VGG)
 MODES = ("today", "today+rust", "new", "new+rust")
 RUST_MODULE = "neo4j._codec.packstream._rust"
 
@@ -61,11 +62,11 @@ RUST_MODULE = "neo4j._codec.packstream._rust"
 def plan(index: int) -> tuple[str, str, int]:
     """(shape, model id, class index) of the database's circuit number ``index``."""
     if index < 40:
-        return "resnet50", "resnet50-like", index
+        return "resnet50", RESNET, index
     if index < 80:
         return "planted", "planted-like", index % 10
     if index < 100:
-        return "vgg16", "vgg16-like", index - 80
+        return "vgg16", VGG, index - 80
     return "planted", f"planted-like-{(index - 100) // 100 + 1}", index % 10
 
 
@@ -199,15 +200,16 @@ def query_params(driver, count: int) -> dict[str, list[dict]]:
     one = lambda q, **p: [r.data() for r in driver.execute_query(q, p).records]  # noqa: E731
     resnet_classes = min(count, 40)
     classes = [f"class{i}" for i in range(resnet_classes)]
+    model = RESNET
     groups = [
-        r["id"]
-        for r in one("MATCH (g:NeuronGroup {model_id: 'resnet50-like'}) RETURN g.ng_id AS id LIMIT 200")
+        r["id"] for r in one("MATCH (g:NeuronGroup {model_id: $m}) RETURN g.ng_id AS id LIMIT 200", m=model)
     ]
     neurons = one(
-        "MATCH (r:Run {model_id: 'resnet50-like'})-[:CIRCUIT_NEURON]->(n:Neuron) WHERE n.layer <> 'fc' "
-        "RETURN n.layer AS layer, n.index AS index, count(r) AS runs ORDER BY runs DESC, layer, index LIMIT 5"
+        "MATCH (r:Run {model_id: $m})-[:CIRCUIT_NEURON]->(n:Neuron) WHERE n.layer <> 'fc' "
+        "RETURN n.layer AS layer, n.index AS index, count(r) AS runs "
+        "ORDER BY runs DESC, layer, index LIMIT 5",
+        m=model,
     )
-    model = "resnet50-like"
     rng = random.Random(0)
     pairs = [rng.sample(classes, 2) for _ in range(5)] if len(classes) > 1 else []
     vgg_classes = [c for c in classes if int(c[5:]) < 20] if count >= 100 else []
@@ -217,7 +219,7 @@ def query_params(driver, count: int) -> dict[str, list[dict]]:
         ],
         "class_similarity": [{"model_id": model}],
         "cross_model_concepts": [
-            {"class_name": c, "model_a": model, "model_b": "vgg16-like"} for c in vgg_classes[:5]
+            {"class_name": c, "model_a": model, "model_b": VGG} for c in vgg_classes[:5]
         ],
         "feeds_via_concept": [
             {"model_id": model, "class_name": c, "concept": f"concept{i % 4}"}

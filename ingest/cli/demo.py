@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -74,17 +73,16 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: b
 
     stack_cfg = load_config()
     running = _running_elsewhere(stack_cfg)
-    if running:
-        click.echo(
-            f"using the Neo4j that answers at {stack_cfg.neo4j_uri} (not starting the local stack); "
-            "patches go to "
-            + ("NEURFLOW_S3_ENDPOINT" if os.environ.get("NEURFLOW_S3_ENDPOINT") else "a folder"),
-            err=True,
-        )
-    else:
+    if not running:
         click.echo("starting the local stack (the first start fetches Neo4j from Maven Central)", err=True)
         up(stack_cfg)
     store = open_patch_store(stack_cfg, s3=not running)
+    if running:
+        click.echo(
+            f"using the Neo4j that answers at {stack_cfg.neo4j_uri} (not starting the local stack); "
+            f"patches go to the {store.describe()}",
+            err=True,
+        )
     with connect(stack_cfg) as driver:
         result = ingest_with_progress(driver, loaded, images, class_index, cfg, store)
         circuit = result.circuit or reader.load_circuit(driver, result.run_id)

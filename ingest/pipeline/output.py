@@ -174,11 +174,10 @@ def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str
             "ground-truth purity (share of a group's patches containing its dominant concept)",
             f"base rates over all {len(circuit.patches)} patches: {rates}",
         ]
-        hidden = 0 if semantic_groups else sum(r["kind"] != "neuron_group" for r in purity)
+        shown = purity if semantic_groups else [r for r in purity if r["kind"] == "neuron_group"]
+        hidden = len(purity) - len(shown)
         for layer in circuit.layer_names():
-            rows = [
-                r for r in purity if r["layer"] == layer and (semantic_groups or r["kind"] == "neuron_group")
-            ]
+            rows = [r for r in shown if r["layer"] == layer]
             lines.append(f"-- {layer}")
             for r in rows:
                 kind = "NG" if r["kind"] == "neuron_group" else "SG"
