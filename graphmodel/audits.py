@@ -86,6 +86,7 @@ def write_audit(driver: Driver, run_id: str, settings: dict[str, Any], findings:
         "params_json": json.dumps(settings, sort_keys=True),
         "findings_json": json.dumps(findings, sort_keys=True),
         "top_concept": rows[0]["concept"] if rows else None,
+        "caption": f"audit: {rows[0]['concept']}" if rows else "audit: no concept",
     }
     ensure_schema(driver)
 

@@ -43,6 +43,34 @@ RETURN count(l) AS written
 """
 
 
+# Display properties for Neo4j Browser (its style can caption only properties): a group's best
+# label (a manual one first, then by score) as `top_label`, and `caption` "<layer> g<n>: <label>".
+_REFRESH_NG = """
+MATCH (g:NeuronGroup) WHERE g.ng_id IN $ids
+OPTIONAL MATCH (g)-[l:LABELED]->(c:Concept)
+WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.score DESC
+WITH g, head(collect(c.name)) AS top
+SET g.top_label = top, g.caption = g.layer + ' g' + toString(g.position) + coalesce(': ' + top, '')
+"""
+_REFRESH_SG = """
+MATCH (g:SemanticGroup) WHERE g.sg_id IN $ids
+OPTIONAL MATCH (g)-[l:LABELED]->(c:Concept)
+WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.score DESC
+WITH g, head(collect(c.name)) AS top
+SET g.top_label = top
+"""
+_RUN_GROUPS = """
+MATCH (g:NeuronGroup {run_id: $run_id}) RETURN g.ng_id AS id
+UNION ALL
+MATCH (g:SemanticGroup {run_id: $run_id}) RETURN g.sg_id AS id
+"""
+
+
+def _refresh_display(tx: ManagedTransaction, ids: Sequence[str]) -> None:
+    tx.run(_REFRESH_NG, ids=list(ids)).consume()
+    tx.run(_REFRESH_SG, ids=list(ids)).consume()
+
+
 def concept_name(name: str) -> str:
     """The stored form of a concept name; raises ValueError for an empty one."""
     cleaned = " ".join(str(name).split()).lower()
@@ -82,9 +110,9 @@ def write_labels(driver: Driver, run_id: str, method: str, labels: Sequence[Labe
         if tx.run("MATCH (r:Run {run_id: $run_id}) RETURN r", run_id=run_id).single() is None:
             raise GraphStoreError(f"run {run_id} is not in the graph; ingest it first")
         tx.run(_CLEAR, run_id=run_id, method=method).consume()
-        if not rows:
-            return 0
-        return tx.run(_WRITE, rows=rows).single()["written"]
+        written = tx.run(_WRITE, rows=rows).single()["written"] if rows else 0
+        _refresh_display(tx, [r["id"] for r in tx.run(_RUN_GROUPS, run_id=run_id)])
+        return written
 
     with driver.session() as session:
         written = session.execute_write(work)
@@ -108,6 +136,7 @@ def set_label(
             _WRITE.replace("RETURN count(l) AS written", "RETURN labels(g)[0] AS kind, g.run_id AS run_id"),
             rows=[row],
         ).single()
+        _refresh_display(tx, [group_id])
         return record.data() if record is not None else None
 
     with driver.session() as session:
@@ -124,13 +153,15 @@ def remove_label(driver: Driver, group_id: str, concept: str, *, method: str = "
     """Delete one label; returns how many relationships were removed (0 or 1)."""
 
     def work(tx: ManagedTransaction) -> int:
-        return tx.run(
+        removed = tx.run(
             "MATCH (g)-[l:LABELED {method: $method}]->(:Concept {name: $concept}) "
             "WHERE g.ng_id = $group_id OR g.sg_id = $group_id DELETE l RETURN count(l) AS n",
             group_id=group_id,
             concept=concept_name(concept),
             method=method,
         ).single()["n"]
+        _refresh_display(tx, [group_id])
+        return removed
 
     with driver.session() as session:
         return session.execute_write(work)

@@ -336,7 +336,8 @@ MATCH (r:Run {run_id: $run_id})
 UNWIND $rows AS row
 {make} (g:NeuronGroup {ng_id: row.ng_id})
 SET g.run_id = $run_id, g.model_id = $model_id, g.layer = $layer, g.position = row.position,
-    g.size = row.size, g.patches = row.patches, g.centroid_f32 = row.centroid, g.members = row.members
+    g.size = row.size, g.patches = row.patches, g.centroid_f32 = row.centroid, g.members = row.members,
+    g.caption = $layer + ' g' + toString(row.position) + coalesce(': ' + g.top_label, '')
 REMOVE g.centroid
 {make} (r)-[h:HAS_NEURON_GROUP]->(g)
 SET h.run_id = $run_id
@@ -371,7 +372,7 @@ UNWIND $rows AS row
 MATCH (c:NeuronGroup {ng_id: row.child})
 MATCH (p:NeuronGroup {ng_id: row.parent})
 {make} (c)-[e:FEEDS]->(p)
-SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
+SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges, e.w = row.w, e.width = row.width
 """
 
 _GROUPS_TO_CLASS = """
@@ -379,7 +380,7 @@ MATCH (:Run {run_id: $run_id})-[:EXPLAINS]->(cl:Class)
 UNWIND $rows AS row
 MATCH (g:NeuronGroup {ng_id: row.ng_id})
 {make} (g)-[e:FEEDS]->(cl)
-SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges
+SET e.run_id = $run_id, e.weight = row.weight, e.edges = row.edges, e.w = row.w, e.width = row.width
 """
 
 _MARK_DONE = """
@@ -514,16 +515,41 @@ def layer_rows(step: LayerStep) -> dict[str, list[dict]]:
             for g in step.neuron_groups
             for r, pid in enumerate(g.patch_ids, start=1)
         ],
-        "group_edges": [
-            {"child": e.child, "parent": e.parent, "weight": e.weight, "edges": e.edges}
-            for e in step.group_edges
-        ],
+        "group_edges": with_display_weights(
+            [
+                {"child": e.child, "parent": e.parent, "weight": e.weight, "edges": e.edges}
+                for e in step.group_edges
+            ]
+        ),
     }
     if step.layer.depth == 0:
         weights = class_feed_weights(step.neurons, step.neuron_groups)
-        rows["groups_to_class"] = [
-            {"ng_id": g.ng_id, "weight": weights[g.ng_id], "edges": len(g.sg_ids)} for g in step.neuron_groups
-        ]
+        rows["groups_to_class"] = with_display_weights(
+            [
+                {"ng_id": g.ng_id, "weight": weights[g.ng_id], "edges": len(g.sg_ids)}
+                for g in step.neuron_groups
+            ]
+        )
+    return rows
+
+
+WIDTH_BUCKETS = 4
+
+
+def display_weight(weight: float) -> float:
+    """W rounded to 3 significant digits, for captions (Browser shows a float's 15 digits)."""
+    return float(f"{weight:.3g}")
+
+
+def with_display_weights(rows: list[dict]) -> list[dict]:
+    """``rows`` (FEEDS of one layer pair) with ``w``, the rounded weight, and ``width``, 1 to
+    WIDTH_BUCKETS by the weight's share of the pair's largest: W spans two orders of magnitude
+    between layers, so a width is only comparable within a pair."""
+    top = max((abs(row["weight"]) for row in rows), default=0.0)
+    for row in rows:
+        share = abs(row["weight"]) / top if top > 0 else 0.0
+        row["w"] = display_weight(row["weight"])
+        row["width"] = max(1, min(WIDTH_BUCKETS, int(share * WIDTH_BUCKETS + 0.999999)))
     return rows
 
 

@@ -34,8 +34,9 @@ GUIDE_FILE = "neurflow.html"
 FAVORITES_FILE = "neurflow-queries.zip"
 FAVORITES_FOLDER = "NeurFlow"
 
-# Example values by parameter name, from the documented test setup (docs/queries.md). A query can
-# name its own with a header line ``// example NAME: JSON``, and a description may say "(e.g. X)".
+# Example values by parameter name, used only when the graph has no COMPLETE run (the served guide
+# fills them from the newest one, `newest_run_examples`). A query can name its own with a header
+# line ``// example NAME: JSON``, and a description may say "(e.g. X)".
 EXAMPLES: dict[str, Any] = {
     "model_id": "planted_cnn-1c57741cb22d",
     "model_a": "planted_cnn-1c57741cb22d",
@@ -52,6 +53,70 @@ EXAMPLES: dict[str, Any] = {
 }
 _PLACEHOLDER = {"string": "", "integer": 0, "float": 0.0, "boolean": False}
 _EG = re.compile(r"\(e\.g\.\s+([^()]+)\)|e\.g\.\s+(\S+)$")  # "(e.g. X)" or a final "e.g. X"
+
+
+# The newest COMPLETE run, a second class of its model, and the group that feeds the class most,
+# with its layer, a member neuron and its best label: every example the canned queries need.
+_NEWEST_RUN = """
+MATCH (r:Run) WHERE r.status = 'COMPLETE'
+WITH r ORDER BY r.finished_at DESC LIMIT 1
+MATCH (r)-[:EXPLAINS]->(c:Class)
+OPTIONAL MATCH (other:Run {model_id: r.model_id, status: 'COMPLETE'})-[:EXPLAINS]->(oc:Class)
+WHERE oc.name <> c.name
+WITH r, c, collect(DISTINCT oc.name)[0] AS class_b
+OPTIONAL MATCH (r)-[:HAS_NEURON_GROUP]->(g:NeuronGroup)-[f:FEEDS]->(:Class)
+WITH r, c, class_b, g ORDER BY f.weight DESC LIMIT 1
+OPTIONAL MATCH (g)-[l:LABELED]->(concept:Concept)
+WITH r, c, class_b, g, concept ORDER BY l.score DESC LIMIT 1
+RETURN r.run_id AS run_id, r.model_id AS model_id, c.name AS class_name, class_b,
+       g.ng_id AS ng_id, g.layer AS layer, g.members[0] AS index, concept.name AS concept
+"""
+
+
+def newest_run_examples(driver) -> dict[str, Any]:
+    """Example values from the newest COMPLETE run in the graph ({} when there is none), so every
+    example in the guide returns rows."""
+    from graphmodel.connection import read_rows
+
+    rows = read_rows(driver, _NEWEST_RUN)
+    if not rows:
+        return {}
+    row = rows[0]
+    examples = {
+        "run_id": row["run_id"],
+        "model_id": row["model_id"],
+        "model_a": row["model_id"],
+        "model_b": row["model_id"],
+        "class_name": row["class_name"],
+        "class_a": row["class_name"],
+        "class_b": row["class_b"] or row["class_name"],
+        "ng_id": row["ng_id"],
+        "layer": row["layer"],
+        "index": row["index"],
+        "neuron": row["index"],
+        "concept": row["concept"],
+    }
+    return {name: value for name, value in examples.items() if value is not None}
+
+
+def _graph_examples() -> tuple[dict[str, Any], str]:
+    """(examples from the configured Neo4j, a sentence saying where they come from)."""
+    from neo4j.exceptions import DriverError, Neo4jError
+
+    from graphmodel.connection import GraphStoreError, connect
+    from graphmodel.stack.config import StackError, load_config
+
+    try:
+        with connect(load_config(), retry_seconds=0, connection_timeout=2.0) as driver:
+            examples = newest_run_examples(driver)
+    except (GraphStoreError, StackError, DriverError, Neo4jError, OSError) as exc:
+        return {}, f"Example values are placeholders: the graph could not be read ({exc})."
+    if not examples:
+        return {}, "Example values are placeholders: the graph holds no COMPLETE run yet."
+    return examples, (
+        f"Example values come from the newest COMPLETE run, <code>{html.escape(examples['run_id'])}</code> "
+        f"({html.escape(examples['class_name'])}, model <code>{html.escape(examples['model_id'])}</code>)."
+    )
 
 
 def style_text() -> str:
@@ -80,14 +145,17 @@ def _coerce_text(param: Param, text: str) -> Any:
     return value
 
 
-def example_params(query: Query, examples: dict[str, Any] | None = None) -> dict[str, Any]:
+def example_params(
+    query: Query, examples: dict[str, Any] | None = None, graph: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A value for every parameter of ``query``, to show and run in Browser.
 
     In order: ``examples`` (the caller's), the header's ``// example NAME: JSON``, the default of an
-    optional parameter, :data:`EXAMPLES` by name, an "(e.g. X)" in the parameter's description, and
-    finally an empty value of the parameter's type.
+    optional parameter, ``graph`` (values from the newest COMPLETE run) and then :data:`EXAMPLES` by
+    name, an "(e.g. X)" in the parameter's description, and finally an empty value of the type.
     """
     examples = examples or {}
+    known = {**EXAMPLES, **(graph or {})}
     values: dict[str, Any] = {}
     for name, param in query.params.items():
         header = query.extra.get(f"example {name}")
@@ -101,8 +169,8 @@ def example_params(query: Query, examples: dict[str, Any] | None = None) -> dict
             values[name] = _coerce_text(param, header)
         elif not param.required:
             values[name] = param.default
-        elif name in EXAMPLES:
-            values[name] = EXAMPLES[name]
+        elif name in known:
+            values[name] = known[name]
         elif hint:
             values[name] = _coerce_text(param, (hint.group(1) or hint.group(2)).strip())
         else:
@@ -153,8 +221,8 @@ def _param_rows(query: Query) -> str:
     return "\n".join(rows)
 
 
-def _query_slide(query: Query, examples: dict[str, Any] | None) -> str:
-    values = example_params(query, examples)
+def _query_slide(query: Query, examples: dict[str, Any] | None, graph: dict[str, Any] | None) -> str:
+    values = example_params(query, examples, graph)
     command = params_command(query, values)
     setter = (
         f"<p>Set its parameters (example values: click the text to edit them in the editor, or the "
@@ -183,13 +251,16 @@ def guide_html(
     *,
     examples: dict[str, Any] | None = None,
     style_url: str | None = None,
+    graph: dict[str, Any] | None = None,
+    source: str = "",
 ) -> str:
     """The Browser guide: an overview slide, then one slide per canned query in ``directory``.
 
     ``examples`` overrides example parameter values by name, in every query that has the parameter
     (text is converted to the parameter's type, so URL query strings work: the Browser server passes
     ``?model_id=...&class_name=bee``); ``style_url``, when the guide is served, adds a click-to-run
-    ``:style <url>`` line to the overview.
+    ``:style <url>`` line to the overview. ``graph`` holds example values read from the graph, used
+    for parameters without a default; ``source`` says where they come from.
     """
     queries = list_queries(directory)
     items = "\n".join(
@@ -202,7 +273,7 @@ def guide_html(
         if style_url
         else "<p>Load the NeurFlow style: drag <code>style.grass</code> onto Browser.</p>\n"
     )
-    slides = "\n".join(_query_slide(q, examples) for q in queries.values())
+    slides = "\n".join(_query_slide(q, examples, graph) for q in queries.values())
     return f"""<!DOCTYPE html>
 <html>
 <head><meta charset="utf-8"><title>NeurFlow canned queries</title></head>
@@ -215,7 +286,8 @@ def guide_html(
 <p class="lead">The questions people ask of stored concept circuits, one slide each
 ({len(queries)} queries, from <code>queries/*.cypher</code>).</p>
 <p>On each slide, run the <code>:param</code> line to set the query's parameters (edit the example
-values first), then run the query. Every query only reads. <code>:params</code> shows what is set.</p>
+values first), then run the query. Every query only reads. <code>:params</code> shows what is set.
+{source}</p>
 {style}<ol>
 {items}
 </ol>
@@ -262,9 +334,11 @@ def write_assets(
 
 def guide_asset(name: str, params: dict[str, str], base_url: str) -> tuple[int, str, bytes]:
     """(status, content type, body) of the guide asset ``name`` as served under ``base_url``; the
-    guide's example parameter values come from ``params`` (the URL's query string)."""
+    guide's example parameter values come from ``params`` (the URL's query string), then from the
+    newest COMPLETE run in the configured Neo4j."""
     if name == GUIDE_FILE:
-        page = guide_html(examples=params, style_url=base_url + STYLE_FILE.name)
+        graph, source = _graph_examples()
+        page = guide_html(examples=params, style_url=base_url + STYLE_FILE.name, graph=graph, source=source)
         return 200, "text/html; charset=utf-8", page.encode()
     if name == STYLE_FILE.name:
         return 200, "text/plain; charset=utf-8", style_text().encode()

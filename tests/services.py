@@ -24,6 +24,7 @@ STACK_ENV = (
     "NEURFLOW_S3_SECRET_KEY",
     "NEURFLOW_S3_BUCKET",
     "NEURFLOW_BROWSER_PORT",
+    "NEURFLOW_GUIDE_PORT",
 )
 
 
@@ -43,7 +44,7 @@ def free_ports(count: int) -> list[int]:
 def stack_env(state_dir: Path) -> Iterator[StackConfig]:
     """The config of a stack on free loopback ports with `state_dir`; while the block runs, this
     process's NEURFLOW_* variables point at it (any the user had set are hidden)."""
-    bolt, s3, browser = free_ports(3)
+    bolt, s3, browser, guide = free_ports(4)
     build_dir = os.environ.get("NEURFLOW_STACK_BUILD_DIR") or str(
         Path.home() / ".cache" / "neurflow" / "stack-build"
     )
@@ -56,16 +57,17 @@ def stack_env(state_dir: Path) -> Iterator[StackConfig]:
         env.setenv("NEURFLOW_S3_ENDPOINT", f"http://127.0.0.1:{s3}")
         env.setenv("NEURFLOW_S3_BUCKET", "neurflow-test")
         env.setenv("NEURFLOW_BROWSER_PORT", str(browser))
+        env.setenv("NEURFLOW_GUIDE_PORT", str(guide))
         yield load_config()
 
 
 @contextlib.contextmanager
-def local_stack(state_dir: Path, *, browser: bool = False) -> Iterator[StackConfig]:
-    """Neo4j and S3Proxy (and Neo4j Browser's server when `browser`) running for the block,
-    configured by `stack_env`."""
+def local_stack(state_dir: Path, *, guide: bool = False) -> Iterator[StackConfig]:
+    """Neo4j (serving Browser) and S3Proxy (and the guide server when `guide`) running for the
+    block, configured by `stack_env`."""
     with stack_env(state_dir) as cfg:
         try:
-            up(cfg, browser=browser, timeout=240)
+            up(cfg, guide=guide, timeout=240)
             yield cfg
         finally:
             down(cfg)

@@ -169,7 +169,7 @@ def test_no_module_import_cycles():
         ("ingest.core.layers", "from ingest.planted.data import write_image_folder", "planted models"),
         ("ingest.analysis.audit", "def f():\n    from ingest.cli.options import build_run", "only the core"),
         ("ingest.labelling.clip", "from ingest.pipeline.patch_stores import patch_fetcher", "only the core"),
-        ("graphmodel.stack.browser_server", "from queries import browser", "neither torch nor ingest"),
+        ("graphmodel.stack.guide_server", "from queries import browser", "neither torch nor ingest"),
         ("graphmodel.writer", "import torch", "neither torch"),
         ("graphmodel.records", "import numpy", "only the standard library"),
         ("queries.runner", "from ingest.core.models import load_model", "neither torch nor ingest"),

@@ -2,14 +2,15 @@
 zip, the stack's routes for them, and the real Browser 5.24 driving them in headless Chromium.
 
 The fast tests check the generated files and the HTTP routes. The slow ones start the real stack
-with Browser's server (Neo4j + S3Proxy + browser_server.py on free ports), write two small
-synthetic circuits of one model (classes bee and ladybug) with the graph writer, and drive Browser
-with Playwright: log in, `:play` the guide from 127.0.0.1 (which needs the launcher's content
-allowlist) and from localhost (cross-origin), set a query's parameters and run it with the guide's
-own click-to-run blocks, read the result table, load the style with `:style` and check the graph's
-captions, and drop the favourites zip. Screenshots (browser-guide.png, browser-class_similarity.png,
-browser-style.png) go to the test's tmp dir and to $NEURFLOW_ARTIFACTS when set. 60-85 s on two
-shared cores, most of it the stack's start and the first writes.
+(Neo4j's own server, which serves Browser, + S3Proxy + the guide server on free ports), write two
+small synthetic circuits of one model (classes bee and ladybug) with the graph writer, label their
+groups, and drive Browser with Playwright: open the exact Browser URL the stack prints and log in
+typing only the password, see the guide play by itself, `:play` it from 127.0.0.1 (which needs the
+server's content allowlist) and from localhost (cross-origin), run queries with the guide's own
+click-to-run blocks and its examples from the newest COMPLETE run, read the result tables, load the
+style with `:style` and check the graph's captions, and drop the favourites zip. Screenshots
+(browser-connected.png, browser-guide.png, browser-class_similarity.png, browser-style.png) go to
+the test's tmp dir and to $NEURFLOW_ARTIFACTS when set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from functools import partial
 from html.parser import HTMLParser
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -34,8 +34,10 @@ from click.testing import CliRunner
 
 import queries
 from benchmarks.writer_throughput import shell_of, synthetic_circuit
-from graphmodel import writer
-from graphmodel.stack.browser_server import BrowserHandler
+from graphmodel import audits, labels, writer
+from graphmodel.records import LabelRecord
+from graphmodel.stack import browser_lines
+from graphmodel.stack.guide_server import GuideHandler
 from ingest.cli import main
 from queries.browser import (
     FAVORITES_FOLDER,
@@ -226,9 +228,9 @@ def test_style_colours_every_label_and_captions_names_and_weights():
         assert rule["color"].startswith("#") and rule["caption"], label
     colours = [rules[f"node.{label}"]["color"] for label in LABELS]
     assert len(set(colours)) == len(colours)
-    assert rules["node.NeuronGroup"]["caption"] == "{layer} g{position}"
+    assert rules["node.NeuronGroup"]["caption"] == "{caption}"  # "<layer> g<n>: <top label>"
     assert rules["node.Concept"]["caption"] == "{name}"
-    assert rules["relationship.FEEDS"]["caption"] == "{weight}"
+    assert rules["relationship.FEEDS"]["caption"] == "{w}"  # W rounded to 3 significant digits
     assert rules["relationship.LABELED"]["caption"] == "{score}"
 
 
@@ -241,9 +243,8 @@ def test_cli_writes_the_browser_assets(tmp_path):
     assert len(slides_of((tmp_path / "assets" / "neurflow.html").read_text())) == 1 + len(list_queries())
 
 
-def test_browser_server_serves_guide_style_and_favourites(tmp_path):
-    (tmp_path / "index.html").write_text("<html>Browser</html>")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(BrowserHandler, directory=str(tmp_path)))
+def test_guide_server_serves_guide_style_and_favourites():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GuideHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
@@ -259,15 +260,15 @@ def test_browser_server_serves_guide_style_and_favourites(tmp_path):
         with urllib.request.urlopen(f"{base}/guide/neurflow-queries.zip") as answer:
             assert answer.headers["Content-Type"] == "application/zip"
             assert zipfile.ZipFile(io.BytesIO(answer.read())).testzip() is None
-        with urllib.request.urlopen(f"{base}/guide") as answer:  # redirected to the guide
-            assert answer.url.endswith("/guide/neurflow.html")
-        for path, code in (("/guide/nope.html", 404), ("/guide/neurflow.html?limit=x", 500)):
+        for path in ("/guide", "/"):  # redirected to the guide
+            with urllib.request.urlopen(base + path) as answer:
+                assert answer.url.endswith("/guide/neurflow.html")
+        cases = (("/guide/nope.html", 404), ("/browser/", 404), ("/guide/neurflow.html?limit=x", 500))
+        for path, code in cases:  # Browser itself is Neo4j's to serve
             with pytest.raises(urllib.error.HTTPError) as failed:
                 urllib.request.urlopen(base + path)
             assert failed.value.code == code
         assert "must be of type integer" in failed.value.read().decode()
-        with urllib.request.urlopen(f"{base}/") as answer:  # Browser itself is still served
-            assert "Browser" in answer.read().decode()
     finally:
         server.shutdown()
         server.server_close()
@@ -281,7 +282,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     """This module's stack also runs Browser's server (overrides conftest's `stack`)."""
     if CHROMIUM is None:
         pytest.skip(needs_chromium.kwargs["reason"])
-    with local_stack(tmp_path_factory.mktemp("stack-state"), browser=True) as cfg:
+    with local_stack(tmp_path_factory.mktemp("stack-state"), guide=True) as cfg:
         yield cfg
 
 
@@ -299,6 +300,19 @@ def circuits(driver) -> dict:
         for step in steps:
             writer.write_layer(driver, circuit.run_id, step)
         writer.complete_run(driver, circuit)
+        concepts = ("flower", "stripes", "wings", "sky")
+        labels.write_labels(
+            driver,
+            circuit.run_id,
+            "concept_bank",
+            [
+                LabelRecord(g.ng_id, concepts[i % len(concepts)], 0.9, "concept_bank", rank=1)
+                for i, g in enumerate(circuit.neuron_groups)
+            ],
+        )
+        finding = {"concept": "flower", "rank": 1, "influence": 1.0, "best_group": None, "groups": []}
+        finding |= dict.fromkeys(audits._SCALARS, 0.5)
+        audits.write_audit(driver, circuit.run_id, {"expected": ["stripes"]}, [finding])
         out[name] = circuit
     return out
 
@@ -319,21 +333,29 @@ def save_screenshot(page, tmp_path: Path, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(stack, circuits):
-    """Headless Chromium with Neo4j Browser from the stack, logged in as the stack's user."""
+def page(stack, circuits, tmp_path_factory):
+    """Headless Chromium on the Browser URL the stack prints, logged in by typing only the password
+    (Neo4j serves Browser; the URL fills in the Bolt address and the user)."""
     from playwright.sync_api import sync_playwright
 
+    printed = "\n".join(browser_lines(stack))
+    assert stack.browser_url in printed.split(), printed
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             tab = chromium.new_page(viewport={"width": 1400, "height": 1000})
             tab.set_default_timeout(20_000)
-            # Browser's discovery answer does not pre-fill the form in 5.24; ?dbms= does.
-            tab.goto(f"{stack.browser_url}?dbms={stack.neo4j_uri}")
-            tab.fill('[data-testid="username"]', stack.neo4j_user)
+            tab.goto(stack.browser_url)
+            address = tab.locator('[data-testid="boltaddress"]')
+            address.wait_for(timeout=30_000)
+            assert address.input_value() == f"127.0.0.1:{stack.neo4j_address[1]}"
+            assert tab.locator('[data-testid="username"]').input_value() == stack.neo4j_user
             tab.fill('[data-testid="password"]', stack.neo4j_password)
             tab.click('[data-testid="connect"]')
             tab.wait_for_selector("text=You are connected as user", timeout=30_000)
+            # browser.post_connect_cmd plays the guide as soon as Browser is connected.
+            tab.get_by_text(f":play {stack.guide_url}").first.wait_for(timeout=20_000)
+            save_screenshot(tab, tmp_path_factory.mktemp("connected"), "browser-connected.png")
             yield tab
         finally:
             chromium.close()
@@ -367,6 +389,17 @@ def run_command(page, command: str, text: str):
     return new_frame(page, action, text)
 
 
+def clear_stream(page) -> None:
+    """`:clear` Browser's stream: it keeps only its newest frames (15 by default), so a frame count
+    stops growing once it is full."""
+    page.locator('[data-testid="activeEditor"]').click()
+    page.keyboard.insert_text(":clear")
+    page.click('[data-testid="editor-Run"]')
+    deadline = time.monotonic() + 10
+    while frames(page).count() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def play_guide(page, stack, host: str = "127.0.0.1", **examples):
     """`:play` the stack's guide from ``host``; the frame showing its first slide.
 
@@ -375,8 +408,9 @@ def play_guide(page, stack, host: str = "127.0.0.1", **examples):
     after logging in can be refused once: then it is played again.
     """
     query = "&".join(f"{k}={v}" for k, v in examples.items())
-    url = f"http://{host}:{stack.browser_port}/guide/neurflow.html" + (f"?{query}" if query else "")
+    url = f"http://{host}:{stack.guide_port}/guide/neurflow.html" + (f"?{query}" if query else "")
     total = 1 + len(list_queries())
+    clear_stream(page)
     deadline = time.monotonic() + 20
     while True:
         run_command(page, f":play {url}", ":play")
@@ -437,7 +471,7 @@ def test_guide_plays_from_localhost_across_origins(page, stack):
     """Browser runs on 127.0.0.1, the guide comes from localhost: a cross-origin fetch (CORS)."""
     guide = play_guide(page, stack, host="localhost")
     assert guide.locator("pre", has_text=":style").first.inner_text().strip() == (
-        f":style http://localhost:{stack.browser_port}/guide/style.grass"
+        f":style http://localhost:{stack.guide_port}/guide/style.grass"
     )
 
 
@@ -478,6 +512,24 @@ def test_integer_parameters_from_the_guide_reach_limit(page, stack, circuits, dr
 
 @pytest.mark.slow
 @needs_chromium
+def test_group_detail_runs_from_its_slide_with_the_newest_complete_run(page, stack, circuits, driver):
+    """No URL parameters: the guide's examples come from the graph's newest COMPLETE run."""
+    newest = circuits[CLASSES[-1]]
+    guide = play_guide(page, stack)
+    assert newest.run_id in guide.inner_text()  # the overview names where the examples come from
+    result = run_from_slide(page, guide, "group_detail")
+    rows = table_rows(result)
+    assert len(rows) >= 2, rows
+    feeds_class = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $run})-[f:FEEDS]->(:Class) "
+        "RETURN g.ng_id AS id ORDER BY f.weight DESC",
+        run=newest.run_id,
+    ).records
+    assert f'"{feeds_class[0]["id"]}"' in "\t".join(rows[1]), rows
+
+
+@pytest.mark.slow
+@needs_chromium
 def test_style_from_the_guide_captions_groups_and_weights(page, stack, circuits, driver, tmp_path):
     guide = play_guide(page, stack)
     style = guide.locator("pre", has_text=":style").first
@@ -488,22 +540,56 @@ def test_style_from_the_guide_captions_groups_and_weights(page, stack, circuits,
     )
     graph.locator("svg text").first.wait_for()
     captions = {text.strip() for text in graph.locator("svg text").all_text_contents()}
-    caption = {}  # ng_id -> "<layer> g<position>", position = order within the layer
-    for layer in bee.layers:
-        in_layer = [g for g in bee.neuron_groups if g.layer == layer.name]
-        caption.update({g.ng_id: f"{layer.name} g{i}" for i, g in enumerate(in_layer)})
+    stored = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $run}) RETURN g.ng_id AS id, g.caption AS caption, g.top_label AS top",
+        run=bee.run_id,
+    ).records
+    caption = {r["id"]: r["caption"] for r in stored}
+    assert all(r["top"] and r["caption"].endswith(": " + r["top"]) for r in stored), stored
     shown_groups = {e.child for e in bee.group_edges} | {e.parent for e in bee.group_edges}
     shown_groups |= {g.ng_id for g in bee.neuron_groups if g.layer == bee.layers[0].name}
-    assert {caption[g] for g in shown_groups} | {"bee"} <= captions, captions
-    # FEEDS captions are the weights (Browser cuts a long caption short with "…").
+    # Browser cuts a caption that does not fit its node short with "…".
+    for group in shown_groups:
+        assert any(caption[group].startswith(c.rstrip("…")) and len(c) > 4 for c in captions), (
+            caption[group],
+            captions,
+        )
+    assert any(":" in c for c in captions), captions  # a concept label is on the graph
+    # FEEDS captions are W rounded to 3 significant digits, not 15-digit floats.
     weights = driver.execute_query(
-        "MATCH (:NeuronGroup {run_id: $run_id})-[f:FEEDS]->() RETURN f.weight AS w", run_id=bee.run_id
+        "MATCH (:NeuronGroup {run_id: $run_id})-[f:FEEDS]->() RETURN f.weight AS weight, f.w AS w, "
+        "f.width AS width",
+        run_id=bee.run_id,
     ).records
-    numbers = [c.rstrip("…") for c in captions if re.fullmatch(r"-?\d+\.\d*…?", c)]
-    assert numbers, captions
-    for number in numbers:
-        assert any(repr(record["w"]).startswith(number) for record in weights), (number, captions)
+    shown = {repr(r["w"]) for r in weights}
+    numbers = [c for c in captions if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", c)]
+    assert numbers and set(numbers) <= shown, (numbers, shown)
+    assert all(len(n.replace("-", "").replace(".", "").lstrip("0")) <= 3 for n in numbers), numbers
+    assert all(r["w"] == float(f"{r['weight']:.3g}") and 1 <= r["width"] <= 4 for r in weights)
     save_screenshot(page, tmp_path, "browser-style.png")
+
+
+def test_every_style_caption_names_a_property_every_element_has(driver, circuits):
+    """Each `{property}` a caption of the style names is set on every node of that label (or
+    relationship of that type) in a graph written by the writer, labelled and audited."""
+    rules = {}
+    for block in style_text().split("\n}"):
+        selector = block.strip().split(" ", 1)[0]
+        found = re.search(r"caption: '([^']*)'", block)
+        if found and "." in selector:
+            rules[selector] = re.findall(r"\{(\w+)\}", found.group(1))
+    assert len(rules) >= 14, rules
+    missing = {}
+    for selector, properties in rules.items():
+        kind, name = selector.split(".", 1)
+        pattern = f"(x:{name})" if kind == "node" else f"()-[x:{name}]->()"
+        for prop in properties:
+            [row] = driver.execute_query(
+                f"MATCH {pattern} RETURN count(x) AS total, count(x.`{prop}`) AS set"
+            ).records
+            if row["total"] == 0 or row["set"] != row["total"]:
+                missing[f"{selector} {{{prop}}}"] = (row["set"], row["total"])
+    assert missing == {}
 
 
 @pytest.mark.slow
@@ -519,7 +605,7 @@ def test_favourites_zip_dropped_on_browser_becomes_a_folder(page, stack):
           for (const type of ["dragenter", "dragover", "drop"])
             target.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
         }""",
-        f"{stack.browser_url}guide/neurflow-queries.zip",
+        f"http://127.0.0.1:{stack.guide_port}/guide/neurflow-queries.zip",
     )
     page.click('[data-testid="navigationFavorites"]')
     page.click(f'[data-testid="savedScriptsFolder-{FAVORITES_FOLDER}"]')

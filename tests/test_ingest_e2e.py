@@ -314,7 +314,7 @@ def test_s3_down_fails_clearly_and_marks_nothing_complete(stack, driver, images,
     try:
         failed = _ingest(images, env, "--layers", "fc,block4", "--k", "9")
     finally:
-        up(stack, neo4j=False, browser=False)
+        up(stack, neo4j=False, guide=False)
     assert failed.returncode != 0
     assert f"cannot reach S3 at {stack.s3_endpoint}" in failed.stderr
     assert "neurflow stack up" in failed.stderr and "Traceback" not in failed.stderr
@@ -333,7 +333,8 @@ def test_stack_status_command_reports_the_running_services(stack):
     report = json.loads(result.output)
     assert report["neo4j"]["healthy"] and report["s3"]["healthy"], report
     assert report["neo4j"]["address"] == stack.neo4j_uri
-    assert not report["browser"]["running"] and result.exit_code == 3  # the tests start no Browser
+    assert report["neo4j"]["browser"] == stack.browser_url  # Neo4j serves Browser
+    assert not report["guide"]["running"] and result.exit_code == 3  # the tests start no guide server
     assert stack.neo4j_password not in result.output
 
 
@@ -384,8 +385,19 @@ def test_demo_uses_services_that_already_answer_instead_of_starting_the_stack(
     )
     assert result.exit_code == 0, result.output
     assert f"using the Neo4j that answers at {stack.neo4j_uri}" in result.output
-    assert "stack down" not in result.output and "Patches:       S3 bucket" in result.output
-    assert not (state / "run").exists()  # no service of this state dir was started
+    assert "Patches:       S3 bucket" in result.output
+    # Of this state dir's services at most the guide runs (a Python server: no Java is needed), and
+    # the guide answers (this one, or one that already served the port).
+    from graphmodel.stack import down, load_config, status
+    from graphmodel.stack.health import guide_problem
+
+    try:
+        now = status(load_config())
+        assert not now["neo4j"]["running"] and not now["s3"]["running"], now
+        assert guide_problem(load_config()) is None
+        assert "Stop the guide server with `neurflow stack down`" in result.output
+    finally:
+        down(load_config())
     run_id = next(
         line.split()[1].rstrip(":") for line in result.output.splitlines() if line.startswith("run ")
     )

@@ -584,7 +584,7 @@ def test_stack_up_restarts_an_unhealthy_neo4j_it_owns(stack):
     os.kill(pid, signal.SIGSTOP)  # alive but answering nothing, like a database after a panic
     try:
         started = time.monotonic()
-        report = up(stack, s3=False, browser=False, timeout=180)
+        report = up(stack, s3=False, guide=False, timeout=180)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)

@@ -28,7 +28,9 @@ from graphmodel.stack import StackError, down, restart_neo4j, s3_client, status,
 from graphmodel.stack.config import StackConfig
 from tests.services import free_ports, stack_env
 
-SERVICES = ("neo4j", "s3", "browser")
+SERVICES = ("neo4j", "s3", "guide")
+# Quotes, a backslash, a space and a comment sign: the admin tool's argument file must keep them.
+AWKWARD_PASSWORD = "a \"quoted\\ pass' #word"
 
 
 def _port_open(port: int) -> bool:
@@ -40,6 +42,7 @@ def _port_open(port: int) -> bool:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     with stack_env(tmp_path_factory.mktemp("stack-state")) as cfg:
+        cfg = dataclasses.replace(cfg, neo4j_password=AWKWARD_PASSWORD)
         try:
             yield cfg, up(cfg, timeout=240)
         finally:
@@ -134,14 +137,37 @@ def test_s3_rejects_a_wrong_secret(stack):
     assert denied.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
 
 
-def test_browser_serves_neo4j_browser_and_discovery(stack):
-    cfg, _ = stack
+def test_neo4j_serves_browser_with_its_own_discovery(stack):
+    cfg, report = stack
+    assert report["neo4j"]["browser"] == cfg.browser_url
+    assert (
+        cfg.browser_url
+        == f"http://127.0.0.1:{cfg.browser_port}/browser/?dbms=bolt://neo4j@127.0.0.1:{cfg.neo4j_address[1]}"
+    )
     with urllib.request.urlopen(cfg.browser_url, timeout=5) as response:
         assert response.status == 200
         assert "<title>Neo4j Browser</title>" in response.read().decode()
-    request = urllib.request.Request(cfg.browser_url, headers={"Accept": "application/json"})
+    root = f"http://127.0.0.1:{cfg.browser_port}/"
+    request = urllib.request.Request(root, headers={"Accept": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
-        assert json.load(response)["bolt_direct"] == cfg.neo4j_uri
+        discovery = json.load(response)
+    assert discovery["bolt_direct"] == cfg.neo4j_uri and discovery["neo4j_edition"] == "community"
+    cmdline = Path(f"/proc/{report['neo4j']['pid']}/cmdline").read_bytes().split(b"\0")
+    assert b"org.neo4j.server.CommunityEntryPoint" in cmdline  # Neo4j's own server, not a launcher
+    conf = (cfg.state_dir / "neo4j" / "conf" / "neo4j.conf").read_text()
+    assert f"server.bolt.listen_address={cfg.neo4j_address[0]}:{cfg.neo4j_address[1]}" in conf
+    assert f"browser.post_connect_cmd=play {cfg.guide_url}" in conf
+
+
+def test_browser_reads_the_client_config_that_plays_the_guide(stack):
+    cfg, _ = stack
+    with _driver(cfg, cfg.neo4j_password) as driver:
+        records, _, _ = driver.execute_query("CALL dbms.clientConfig() YIELD name, value RETURN name, value")
+    config = {record["name"]: record["value"] for record in records}
+    assert "127.0.0.1" in config["browser.remote_content_hostname_whitelist"].split(",")
+    assert config["browser.post_connect_cmd"] == f"play {cfg.guide_url}"
+    with urllib.request.urlopen(cfg.guide_url, timeout=5) as response:
+        assert "<slide" in response.read().decode()
 
 
 def test_status_reports_every_service_healthy(stack):
@@ -169,6 +195,8 @@ def test_secrets_stay_out_of_command_lines_reprs_and_open_files(stack):
     assert not any(secret in repr(cfg) for secret in secrets)
     for path in (cfg.state_dir / "credentials.json", cfg.state_dir / "s3proxy" / "s3proxy.conf"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert not list((cfg.state_dir / "run").glob("*.args"))  # neo4j-admin's argument file is gone
+    assert AWKWARD_PASSWORD not in (cfg.state_dir / "neo4j" / "conf" / "neo4j.conf").read_text()
 
 
 def test_a_port_held_by_another_process_is_reported(stack, tmp_path):
@@ -179,7 +207,7 @@ def test_a_port_held_by_another_process_is_reported(stack, tmp_path):
         squatter.listen()
         other = dataclasses.replace(cfg, state_dir=tmp_path, s3_endpoint=f"http://127.0.0.1:{port}")
         with pytest.raises(StackError, match=f"127.0.0.1:{port} is already in use") as refused:
-            up(other, neo4j=False, browser=False)
+            up(other, neo4j=False, guide=False)
     assert f"pid {os.getpid()}" in str(refused.value)  # who holds it, found through psutil
 
 
@@ -216,5 +244,5 @@ def test_down_stops_everything_and_frees_the_ports(stack):
     now = status(cfg)
     for service in SERVICES:
         assert not now[service]["running"] and now[service]["pid"] is None, now[service]
-    for _, port in (cfg.neo4j_address, cfg.s3_address, cfg.browser_address):
+    for _, port in (cfg.neo4j_address, cfg.s3_address, cfg.browser_address, cfg.guide_address):
         assert not _port_open(port)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from graphmodel.stack import StackError, down, load_config, restart_neo4j, status, up
+from graphmodel.stack import StackError, browser_lines, down, load_config, restart_neo4j, status, up
 
 
 def _print_table(report: dict) -> None:
@@ -19,12 +19,13 @@ def _print_table(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m graphmodel.stack",
-        description="Run Neo4j, an S3 server and Neo4j Browser locally, without Docker. "
+        description="Run Neo4j (with Neo4j Browser), an S3 server and the NeurFlow guide locally, "
+        "without Docker. "
         "Configuration comes from NEURFLOW_* environment variables (see docs/services.md).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start the services (no-op for those already running)")
-    for service in ("neo4j", "s3", "browser"):
+    for service in ("neo4j", "s3", "guide"):
         start.add_argument(f"--no-{service}", action="store_true", help=f"do not start {service}")
     start.add_argument("--timeout", type=float, default=180, help="seconds to wait for health")
     commands.add_parser("down", help="stop the services")
@@ -39,16 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                 cfg,
                 neo4j=not args.no_neo4j,
                 s3=not args.no_s3,
-                browser=not args.no_browser,
+                guide=not args.no_guide,
                 timeout=args.timeout,
             )
             _print_table(report)
-            if "browser" in report:
-                print(
-                    f"Neo4j Browser: {cfg.browser_url} (user {cfg.neo4j_user}; the password is "
-                    f"NEURFLOW_NEO4J_PASSWORD or 'neo4j_password' in "
-                    f"{cfg.state_dir / 'credentials.json'})"
-                )
+            for line in browser_lines(cfg, report):
+                print(line)
         elif args.command == "down":
             down(cfg)
             print("stopped")

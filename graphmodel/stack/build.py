@@ -1,8 +1,8 @@
 """Builds the Java side of the stack with Maven, once per source version.
 
-Maven resolves Neo4j, S3Proxy and Neo4j Browser from Maven Central into ``~/.m2`` (the first run
-downloads about 300 MB), compiles the Neo4j launcher into the build dir and writes the runtime
-classpaths there; nothing is written into the repository.
+Maven resolves Neo4j (with Neo4j Browser) and S3Proxy from Maven Central into ``~/.m2`` (the first
+run downloads about 300 MB) and writes their runtime classpaths into the build dir; nothing is
+compiled and nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ STAMP = ".built"
 class JavaBuild:
     neo4j_classpath: str
     s3proxy_classpath: str
-    browser_root: Path
     s3proxy_logback: Path
 
 
@@ -43,12 +42,9 @@ def _read_classpath(path: Path) -> list[str]:
 
 
 def _artifacts(build_dir: Path) -> JavaBuild:
-    neo4j = [str(build_dir / "neo4j" / "neo4j-launcher.jar")]
-    neo4j += _read_classpath(build_dir / "neo4j" / "classpath.txt")
     return JavaBuild(
-        neo4j_classpath=":".join(neo4j),
+        neo4j_classpath=":".join(_read_classpath(build_dir / "neo4j" / "classpath.txt")),
         s3proxy_classpath=":".join(_read_classpath(build_dir / "s3proxy" / "classpath.txt")),
-        browser_root=build_dir / "browser" / "browser",
         s3proxy_logback=JAVA_SOURCES / "s3proxy" / "logback.xml",
     )
 
@@ -63,8 +59,7 @@ def _complete(build_dir: Path, fingerprint: str) -> bool:
     except OSError:
         return False
     entries = build.neo4j_classpath.split(":") + build.s3proxy_classpath.split(":")
-    index = build.browser_root / "index.html"
-    return index.is_file() and all(Path(entry).exists() for entry in entries)
+    return all(Path(entry).exists() for entry in entries)
 
 
 def ensure_built(cfg: StackConfig) -> JavaBuild:
@@ -93,7 +88,7 @@ def _run_maven(cfg: StackConfig, build_dir: Path) -> None:
     log_path = log_dir / "maven-build.log"
     print(
         "neurflow stack: building the Java side with Maven into "
-        f"{build_dir} (the first build downloads Neo4j, S3Proxy and Neo4j Browser from Maven "
+        f"{build_dir} (the first build downloads Neo4j, Neo4j Browser and S3Proxy from Maven "
         f"Central into ~/.m2, a few minutes; log: {log_path})",
         file=sys.stderr,
         flush=True,

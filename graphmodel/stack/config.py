@@ -14,7 +14,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 CREDENTIALS_FILE = "credentials.json"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -36,6 +36,7 @@ class StackConfig:
     s3_bucket: str
     browser_port: int
     build_dir: Path
+    guide_port: int = 7475
     neo4j_heap: str = "1g"
     neo4j_pagecache: str = "128m"
     # Neo4j prunes transaction logs beyond this at each checkpoint (its own default keeps them all
@@ -57,7 +58,20 @@ class StackConfig:
 
     @property
     def browser_url(self) -> str:
-        return f"http://127.0.0.1:{self.browser_port}/"
+        """Neo4j Browser as the local Neo4j serves it, with the connect form filled in (Bolt address
+        and user: only the password is left to type)."""
+        parts = urlsplit(self.neo4j_uri)
+        user = quote(self.neo4j_user, safe="")
+        return f"http://127.0.0.1:{self.browser_port}/browser/?dbms={parts.scheme}://{user}@{parts.netloc}"
+
+    @property
+    def guide_address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.guide_port
+
+    @property
+    def guide_url(self) -> str:
+        """The NeurFlow Browser guide; ``:play`` it in Browser."""
+        return f"http://127.0.0.1:{self.guide_port}/guide/neurflow.html"
 
 
 def _host_port(url: str, default_port: int, variable: str) -> tuple[str, int]:
@@ -114,6 +128,7 @@ FILE_KEYS = (
     "s3_secret_key",
     "s3_bucket",
     "browser_port",
+    "guide_port",
 )
 BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
 
@@ -166,13 +181,13 @@ def load_config() -> StackConfig:
     if not state_dir.exists():
         state_dir.mkdir(parents=True, mode=0o700)
     stored = _stored_credentials(state_dir)
-    port_text = env.get("NEURFLOW_BROWSER_PORT", "7474")
-    try:
-        browser_port = int(port_text)
-    except ValueError as exc:
-        raise StackError(f"NEURFLOW_BROWSER_PORT={port_text!r} is not a port number") from exc
-    if not 1 <= browser_port <= 65535:
-        raise StackError(f"NEURFLOW_BROWSER_PORT={port_text!r} is out of range: a port is 1..65535")
+    browser_port = _port(env, "NEURFLOW_BROWSER_PORT", 7474)
+    guide_port = _port(env, "NEURFLOW_GUIDE_PORT", 7475)
+    if guide_port == browser_port:
+        raise StackError(
+            f"NEURFLOW_GUIDE_PORT and NEURFLOW_BROWSER_PORT are both {guide_port}; the guide and Neo4j "
+            "Browser need two ports. Change one of them."
+        )
     build_dir = env.get("NEURFLOW_STACK_BUILD_DIR")
     neo4j_uri = env.get("NEURFLOW_NEO4J_URI", "bolt://127.0.0.1:7687")
     s3_endpoint = env.get("NEURFLOW_S3_ENDPOINT", "http://127.0.0.1:9000")
@@ -188,11 +203,23 @@ def load_config() -> StackConfig:
         s3_secret_key=env.get("NEURFLOW_S3_SECRET_KEY") or stored["s3_secret_key"],
         s3_bucket=env.get("NEURFLOW_S3_BUCKET", "neurflow"),
         browser_port=browser_port,
+        guide_port=guide_port,
         build_dir=Path(build_dir).expanduser().resolve() if build_dir else state_dir / "java",
         neo4j_heap=env.get("NEURFLOW_NEO4J_HEAP", "1g"),
         neo4j_pagecache=env.get("NEURFLOW_NEO4J_PAGECACHE", "128m"),
         neo4j_tx_logs=_tx_log_retention(env.get("NEURFLOW_NEO4J_TX_LOGS", "256M size")),
     )
+
+
+def _port(env: dict[str, str], variable: str, default: int) -> int:
+    text = env.get(variable, str(default))
+    try:
+        port = int(text)
+    except ValueError as exc:
+        raise StackError(f"{variable}={text!r} is not a port number") from exc
+    if not 1 <= port <= 65535:
+        raise StackError(f"{variable}={text!r} is out of range: a port is 1..65535")
+    return port
 
 
 _RETENTION = re.compile(r"^(true|false|keep_all|keep_none|\d+[kKmMgG]? (files|size|txs|entries|hours|days))$")
@@ -244,6 +271,7 @@ def require_local(cfg: StackConfig, service: str) -> tuple[str, int]:
         "neo4j": cfg.neo4j_address,
         "s3": cfg.s3_address,
         "browser": cfg.browser_address,
+        "guide": cfg.guide_address,
     }[service]
     if host not in LOOPBACK_HOSTS:
         variable = {"neo4j": "NEURFLOW_NEO4J_URI", "s3": "NEURFLOW_S3_ENDPOINT"}[service]

@@ -93,13 +93,29 @@ def ensure_bucket(cfg: StackConfig) -> None:
         client.create_bucket(Bucket=cfg.s3_bucket)
 
 
-def browser_problem(cfg: StackConfig, timeout: float = 3.0) -> str | None:
-    """HTTP 200 with Neo4j Browser's index page on ``/``."""
+def _page(url: str, timeout: float) -> tuple[str | None, str]:
+    """(problem or None, start of the body) of a GET."""
     try:
-        with urllib.request.urlopen(cfg.browser_url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             body = response.read(65536).decode(errors="replace")
             if response.status != 200:
-                return f"HTTP {response.status}"
+                return f"HTTP {response.status}", body
     except (urllib.error.URLError, OSError) as exc:
-        return f"not reachable: {exc}"
-    return None if "Neo4j Browser" in body else "the page on / is not Neo4j Browser"
+        return f"not reachable: {exc}", ""
+    return None, body
+
+
+def browser_problem(cfg: StackConfig, timeout: float = 3.0) -> str | None:
+    """HTTP 200 with Neo4j Browser's index page where the local Neo4j serves it."""
+    problem, body = _page(cfg.browser_url, timeout)
+    if problem:
+        return f"Neo4j Browser at {cfg.browser_url}: {problem}"
+    return None if "Neo4j Browser" in body else f"the page at {cfg.browser_url} is not Neo4j Browser"
+
+
+def guide_problem(cfg: StackConfig, timeout: float = 3.0) -> str | None:
+    """HTTP 200 with the NeurFlow guide (the guide server answers 404 when no guide is installed)."""
+    problem, body = _page(cfg.guide_url, timeout)
+    if problem:
+        return problem
+    return None if "<slide" in body else "the guide page has no slides"

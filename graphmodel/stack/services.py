@@ -1,10 +1,17 @@
-"""Start, stop and inspect the local services: Neo4j, S3Proxy and Neo4j Browser.
+"""Start, stop and inspect the local services: Neo4j (which serves Neo4j Browser), S3Proxy and the
+NeurFlow guide.
+
+Neo4j runs as its own server: ``org.neo4j.server.CommunityEntryPoint`` with a ``neo4j.conf`` this
+module writes, the initial password set beforehand with Neo4j's admin tool (``neo4j-admin dbms
+set-initial-password``), and Neo4j Browser on its classpath, so the server serves ``/browser/`` with
+its own discovery and Browser fills in the Bolt address by itself.
 
 Layout of the state dir::
 
     credentials.json        generated secrets (0600)
     run/<service>.pid       pid and kernel start time of each running service
-    logs/                   neo4j-launcher.log, s3proxy.log, browser.log, maven-build.log
+    logs/                   neo4j.log (Neo4j's console log), s3proxy.log, guide.log, maven-build.log
+    neo4j/conf/neo4j.conf   the server's settings, rewritten from the NEURFLOW_* settings at each start
     neo4j/data, neo4j/logs  the Neo4j store and Neo4j's own logs (debug.log, security.log, ...)
     s3/<bucket>/            the S3 objects (S3Proxy's filesystem backend)
     s3proxy/s3proxy.conf    S3Proxy settings, with the S3 secret (0600)
@@ -17,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +32,7 @@ from pathlib import Path
 
 from graphmodel.stack import health
 from graphmodel.stack.build import JavaBuild, ensure_built
-from graphmodel.stack.config import StackConfig, StackError, load_config, require_local
+from graphmodel.stack.config import CREDENTIALS_FILE, StackConfig, StackError, load_config, require_local
 from graphmodel.stack.processes import (
     listener_description,
     port_open,
@@ -34,15 +42,16 @@ from graphmodel.stack.processes import (
     tail,
 )
 
-SERVICES = ("neo4j", "s3", "browser")
+SERVICES = ("neo4j", "s3", "guide")
 _MARKERS = {
-    "neo4j": "org.neurflow.stack.Neo4jLauncher",
+    "neo4j": "org.neo4j.server.CommunityEntryPoint",
     "s3": "org.gaul.s3proxy.Main",
-    "browser": "browser_server.py",
+    "guide": "guide_server.py",
 }
-_LOGS = {"neo4j": "neo4j-launcher.log", "s3": "s3proxy.log", "browser": "browser.log"}
-_STOP_TIMEOUT = {"neo4j": 60.0, "s3": 15.0, "browser": 5.0}
-_NEO4J_READY = "neurflow-neo4j: ready"
+_LOGS = {"neo4j": "neo4j.log", "s3": "s3proxy.log", "guide": "guide.log"}
+_STOP_TIMEOUT = {"neo4j": 60.0, "s3": 15.0, "guide": 5.0}
+_NEO4J_READY = "INFO  Started."
+_NEO4J_ADMIN = "org.neo4j.cli.AdminTool"
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR")
 
 
@@ -55,7 +64,7 @@ def _log_file(cfg: StackConfig, service: str) -> Path:
 
 
 def _address(cfg: StackConfig, service: str) -> str:
-    return {"neo4j": cfg.neo4j_uri, "s3": cfg.s3_endpoint, "browser": cfg.browser_url}[service]
+    return {"neo4j": cfg.neo4j_uri, "s3": cfg.s3_endpoint, "guide": cfg.guide_url}[service]
 
 
 def _pid(cfg: StackConfig, service: str) -> int | None:
@@ -99,25 +108,98 @@ def _check_password(cfg: StackConfig) -> None:
         )
 
 
-def _start_neo4j(cfg: StackConfig, build: JavaBuild) -> int:
+def neo4j_conf(cfg: StackConfig) -> str:
+    """The server's ``neo4j.conf``: loopback only, auth on, Browser on the HTTP port, bounded logs."""
     host, port = require_local(cfg, "neo4j")
+    http_host, http_port = require_local(cfg, "browser")
+    guide_host, guide_port = cfg.guide_address
+    settings = {
+        "server.default_listen_address": host,
+        "server.bolt.listen_address": f"{host}:{port}",
+        "server.bolt.advertised_address": f"{host}:{port}",
+        "server.http.enabled": "true",
+        "server.http.listen_address": f"{http_host}:{http_port}",
+        "server.http.advertised_address": f"{http_host}:{http_port}",
+        "server.https.enabled": "false",
+        "dbms.security.auth_enabled": "true",
+        "server.memory.pagecache.size": cfg.neo4j_pagecache,
+        "server.directories.logs": str(cfg.state_dir / "neo4j" / "logs"),
+        "db.tx_log.preallocate": "false",
+        # Bounded transaction logs: Neo4j keeps two days of them by default, gigabytes after a
+        # campaign. Only whole files beyond the retention are pruned, and only at a checkpoint (every
+        # 15 min by default; the volume-based policy is Enterprise): 64 MB files and a checkpoint
+        # every 30 s keep the overshoot to what 30 s of writing logs.
+        "db.tx_log.rotation.retention_policy": cfg.neo4j_tx_logs,
+        "db.tx_log.rotation.size": "64M",
+        "db.checkpoint.interval.time": "30s",
+        # Browser fetches guides and styles only from these hosts; Neo4j's default names only
+        # localhost, not 127.0.0.1 where the stack serves the guide. After connecting, it plays it.
+        "browser.remote_content_hostname_whitelist": "guides.neo4j.com,localhost,127.0.0.1",
+        "browser.post_connect_cmd": f"play http://{guide_host}:{guide_port}/guide/neurflow.html",
+        # Bolt waits 5 s + 5 s for idle connections and its threads on shutdown; a local
+        # single-user server does not need that, and `stack down` should be quick.
+        "internal.server.bolt.connection_shutdown_wait_time": "1s",
+        "internal.server.bolt.thread_pool_shutdown_wait_time": "1s",
+        # Nothing outside this machine is reached.
+        "client.allow_telemetry": "false",
+        "dbms.usage_report.enabled": "false",
+    }
+    lines = ["# Written by the NeurFlow stack at each start; change NEURFLOW_* settings instead."]
+    return "\n".join(lines + [f"{key}={value}" for key, value in settings.items()]) + "\n"
+
+
+def _argument_file_entry(text: str) -> str:
+    """``text`` as one quoted argument of a picocli argument file (``@file``)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _set_initial_password(cfg: StackConfig, build: JavaBuild, home: Path, conf_dir: Path) -> None:
+    """``neo4j-admin dbms set-initial-password`` on a database that never started, so the default
+    password is never reachable. The password goes through an argument file (0600, removed at
+    once): only its path is on the command line, which any user can read in ``ps``."""
+    run_dir = cfg.state_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arguments = run_dir / "neo4j-admin.args"
+    arguments.unlink(missing_ok=True)
+    fd = os.open(arguments, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_argument_file_entry(cfg.neo4j_password) + "\n")
+    env = _base_env(CLASSPATH=build.neo4j_classpath, NEO4J_HOME=str(home), NEO4J_CONF=str(conf_dir))
+    command = [_java(), "-Xmx256m", _NEO4J_ADMIN, "dbms", "set-initial-password", f"@{arguments}"]
+    try:
+        result = subprocess.run(
+            command, env=env, cwd=home, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
+        )
+    finally:
+        arguments.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise StackError(
+            f"neo4j-admin could not set the initial password (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-800:]}"
+        )
+
+
+def _start_neo4j(cfg: StackConfig, build: JavaBuild) -> int:
     _check_password(cfg)
     home = cfg.state_dir / "neo4j"
-    home.mkdir(parents=True, exist_ok=True)
+    conf_dir = home / "conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "neo4j.conf").write_text(neo4j_conf(cfg))
+    if not (home / "data" / "databases" / "system").is_dir():
+        _set_initial_password(cfg, build, home, conf_dir)
     command = [
         _java(),
         f"-Xmx{cfg.neo4j_heap}",
         "-XX:+UseG1GC",
         "-XX:+ExitOnOutOfMemoryError",
+        "-XX:-OmitStackTraceInFastThrow",
         "-Dfile.encoding=UTF-8",
         _MARKERS["neo4j"],
-        str(home),
-        host,
-        str(port),
-        cfg.neo4j_pagecache,
-        cfg.neo4j_tx_logs,
+        f"--home-dir={home}",
+        f"--config-dir={conf_dir}",
+        "--console-mode",
     ]
-    env = _base_env(CLASSPATH=build.neo4j_classpath, NEURFLOW_NEO4J_PASSWORD=cfg.neo4j_password)
+    env = _base_env(CLASSPATH=build.neo4j_classpath, NEO4J_HOME=str(home), NEO4J_CONF=str(conf_dir))
     return spawn(
         command, pid_file=_pid_file(cfg, "neo4j"), log_file=_log_file(cfg, "neo4j"), env=env, cwd=home
     )
@@ -154,50 +236,57 @@ def _start_s3(cfg: StackConfig, build: JavaBuild) -> int:
     return spawn(command, pid_file=_pid_file(cfg, "s3"), log_file=_log_file(cfg, "s3"), env=env, cwd=conf_dir)
 
 
-def _start_browser(cfg: StackConfig, build: JavaBuild) -> int:
-    host, port = require_local(cfg, "browser")
-    script = Path(__file__).resolve().parent / _MARKERS["browser"]
-    command = [
-        sys.executable,
-        str(script),
-        "--root",
-        str(build.browser_root),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--bolt",
-        cfg.neo4j_uri,
-    ]
+def _start_guide(cfg: StackConfig, build: JavaBuild | None) -> int:
+    host, port = require_local(cfg, "guide")
+    script = Path(__file__).resolve().parent / _MARKERS["guide"]
+    command = [sys.executable, str(script), "--host", host, "--port", str(port)]
+    # The guide fills its examples from the newest COMPLETE run: it reads the same Neo4j (the
+    # password goes through the environment, which only this user can read).
+    env = _base_env(
+        NEURFLOW_STATE_DIR=str(cfg.state_dir),
+        NEURFLOW_NEO4J_URI=cfg.neo4j_uri,
+        NEURFLOW_NEO4J_USER=cfg.neo4j_user,
+        NEURFLOW_NEO4J_PASSWORD=cfg.neo4j_password,
+    )
     return spawn(
         command,
-        pid_file=_pid_file(cfg, "browser"),
-        log_file=_log_file(cfg, "browser"),
-        env=_base_env(),
+        pid_file=_pid_file(cfg, "guide"),
+        log_file=_log_file(cfg, "guide"),
+        env=env,
         cwd=cfg.state_dir,
     )
 
 
-_STARTERS: dict[str, Callable[[StackConfig, JavaBuild], int]] = {
+_STARTERS: dict[str, Callable[[StackConfig, JavaBuild | None], int]] = {
     "neo4j": _start_neo4j,
     "s3": _start_s3,
-    "browser": _start_browser,
+    "guide": _start_guide,
 }
 _CHECKS: dict[str, Callable[..., str | None]] = {
     "neo4j": health.neo4j_problem,
     "s3": health.s3_problem,
-    "browser": health.browser_problem,
+    "guide": health.guide_problem,
+}
+
+
+_PORT_VARIABLES = {
+    "neo4j": "NEURFLOW_NEO4J_URI",
+    "browser": "NEURFLOW_BROWSER_PORT",
+    "s3": "NEURFLOW_S3_ENDPOINT",
+    "guide": "NEURFLOW_GUIDE_PORT",
 }
 
 
 def _check_port_free(cfg: StackConfig, service: str) -> None:
-    host, port = require_local(cfg, service)
+    """Refuse to start over a port someone else listens on (Neo4j also needs its HTTP port)."""
+    for what in ("neo4j", "browser") if service == "neo4j" else (service,):
+        _check_one_port_free(cfg, service, what)
+
+
+def _check_one_port_free(cfg: StackConfig, service: str, what: str) -> None:
+    host, port = require_local(cfg, what)
     if port_open(host, port):
-        variable = {
-            "neo4j": "NEURFLOW_NEO4J_URI",
-            "s3": "NEURFLOW_S3_ENDPOINT",
-            "browser": "NEURFLOW_BROWSER_PORT",
-        }[service]
+        variable = _PORT_VARIABLES[what]
         raise StackError(
             f"cannot start {service}: {host}:{port} is already in use by "
             f"{listener_description(port)}, which this stack (state dir {cfg.state_dir}) did not "
@@ -219,6 +308,8 @@ def _wait_healthy(cfg: StackConfig, pending: dict[str, tuple[int, int]], deadlin
                 problems[service] = "starting"
                 continue
             problem = _CHECKS[service](cfg, timeout=2.0)
+            if problem is None and service == "neo4j":
+                problem = health.browser_problem(cfg, timeout=2.0)
             if problem is None:
                 ready[service] = time.monotonic() - started
                 del pending[service]
@@ -299,7 +390,7 @@ def up(
     *,
     neo4j: bool = True,
     s3: bool = True,
-    browser: bool = True,
+    guide: bool = True,
     timeout: float = 180,
 ) -> dict:
     """Start the selected services unless they already run, and wait until they answer.
@@ -309,13 +400,13 @@ def up(
     started it) and ``seconds`` (time until it answered its health check).
     """
     cfg = cfg or load_config()
-    selected = [s for s, wanted in zip(SERVICES, (neo4j, s3, browser), strict=True) if wanted]
+    selected = [s for s, wanted in zip(SERVICES, (neo4j, s3, guide), strict=True) if wanted]
     for service in selected:
         require_local(cfg, service)
     if neo4j:
         _check_password(cfg)
     with _locked(cfg):
-        build = ensure_built(cfg)
+        build = ensure_built(cfg) if neo4j or s3 else None  # the guide needs no Java
         pending: dict[str, tuple[int, int]] = {}
         started: set[str] = set()
         for service in selected:
@@ -344,9 +435,23 @@ def up(
             "healthy": True,
             "started": service in started,
             "seconds": round(seconds[service], 2),
+            **({"browser": cfg.browser_url} if service == "neo4j" else {}),
         }
         for service in selected
     }
+
+
+def browser_lines(cfg: StackConfig, report: dict | None = None) -> list[str]:
+    """Where to open Neo4j Browser and the guide; only for the services in ``report`` (all if None)."""
+    lines = []
+    if report is None or "neo4j" in report:
+        lines.append(
+            f"Neo4j Browser: {cfg.browser_url}  (address and user are filled in; the password is "
+            f"NEURFLOW_NEO4J_PASSWORD or 'neo4j_password' in {cfg.state_dir / CREDENTIALS_FILE})"
+        )
+    if report is None or "guide" in report:
+        lines.append(f"NeurFlow guide: plays after you connect; or type  :play {cfg.guide_url}")
+    return lines
 
 
 def _stop_service(cfg: StackConfig, service: str, *, hard: bool = False) -> None:
@@ -379,7 +484,7 @@ def stop_s3(cfg: StackConfig | None = None, *, hard: bool = False) -> None:
 
 
 def is_running(cfg: StackConfig, service: str) -> bool:
-    """Whether this state dir's ``service`` (neo4j, s3 or browser) runs; no network check."""
+    """Whether this state dir's ``service`` (neo4j, s3 or guide) runs; no network check."""
     return _pid(cfg, service) is not None
 
 
@@ -387,7 +492,7 @@ def restart_neo4j(cfg: StackConfig | None = None, *, hard: bool = False, timeout
     """Stop Neo4j (SIGKILL when ``hard``) and start it again; returns ``up``'s entry for it."""
     cfg = cfg or load_config()
     stop_neo4j(cfg, hard=hard)
-    return up(cfg, neo4j=True, s3=False, browser=False, timeout=timeout)["neo4j"]
+    return up(cfg, neo4j=True, s3=False, guide=False, timeout=timeout)["neo4j"]
 
 
 def status(cfg: StackConfig | None = None) -> dict:
@@ -402,12 +507,13 @@ def status(cfg: StackConfig | None = None) -> dict:
             "address": _address(cfg, service),
             "healthy": False,
             "log": str(_log_file(cfg, service)),
+            **({"browser": cfg.browser_url} if service == "neo4j" else {}),
         }
         if pid is None:
             host, port = {
                 "neo4j": cfg.neo4j_address,
                 "s3": cfg.s3_address,
-                "browser": cfg.browser_address,
+                "guide": cfg.guide_address,
             }[service]
             entry["problem"] = (
                 f"not ours: port {port} is used by {listener_description(port)}"

@@ -83,6 +83,7 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: b
             f"patches go to the {store.describe()}",
             err=True,
         )
+        _serve_guide(stack_cfg)
     with connect(stack_cfg) as driver:
         result = ingest_with_progress(driver, loaded, images, class_index, cfg, store)
         circuit = result.circuit or reader.load_circuit(driver, result.run_id)
@@ -93,15 +94,34 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: b
         f"""run {result.run_id}: {status}; saved to {out_dir / "circuit.json"}
 Neo4j Bolt:    {stack_cfg.neo4j_uri}  (user {stack_cfg.neo4j_user}; password in NEURFLOW_NEO4J_PASSWORD or
                {stack_cfg.state_dir / "credentials.json"})
-Neo4j Browser: {stack_cfg.browser_url}
+Neo4j Browser: {stack_cfg.browser_url}  (enter only the password)
+Guide:         plays in Browser after you connect; or type  :play {stack_cfg.guide_url}
 Patches:       {store.describe()}
 First query to paste into Browser:
   MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p"""
-        + ("" if running else "\nStop the services with `neurflow stack down`.")
+        + (
+            "\nStop the guide server with `neurflow stack down`."
+            if running
+            else "\nStop the services with `neurflow stack down`."
+        )
         + "\n"
     )
     for line in summary_lines(circuit, semantic_groups=verbose):  # where to look first, then the tables
         click.echo(line)
+
+
+def _serve_guide(stack_cfg) -> None:
+    """Serve the guide for a Neo4j running elsewhere: a Python server, no Java (a busy port is said
+    and skipped, since the guide only helps)."""
+    from graphmodel.stack import StackError, up
+    from graphmodel.stack.health import guide_problem
+
+    if guide_problem(stack_cfg, timeout=1.0) is None:
+        return  # a guide already answers on the port (another state dir's stack, say)
+    try:
+        up(stack_cfg, neo4j=False, s3=False, guide=True, timeout=30)
+    except StackError as exc:
+        click.echo(f"not serving the guide: {exc}", err=True)
 
 
 def _running_elsewhere(stack_cfg) -> bool:

@@ -1,4 +1,4 @@
-"""`neurflow stack up|down|status`: the local Neo4j, S3 server and Neo4j Browser."""
+"""`neurflow stack up|down|status`: the local Neo4j (with Browser), S3 server and guide."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ingest.cli.ranges import SECONDS
 
 @click.group(name="stack")
 def stack_group() -> None:
-    """Start, stop or inspect the local Neo4j, S3 server and Neo4j Browser (no Docker needed).
+    """Start, stop or inspect the local Neo4j (with Browser), S3 server and guide (no Docker needed).
 
     Settings come from NEURFLOW_* variables (docs/services.md); secrets are generated once into
     the state directory and never printed.
@@ -37,22 +37,19 @@ def _print_table(report: dict) -> None:
 @stack_group.command("up")
 @click.option("--no-neo4j", is_flag=True, help="Do not start Neo4j.")
 @click.option("--no-s3", is_flag=True, help="Do not start the S3 server.")
-@click.option("--no-browser", is_flag=True, help="Do not serve Neo4j Browser.")
+@click.option("--no-guide", is_flag=True, help="Do not serve the NeurFlow guide (Neo4j serves Browser).")
 @click.option(
     "--timeout", default=180.0, show_default=True, type=SECONDS, help="Seconds to wait until healthy."
 )
-def stack_up(no_neo4j: bool, no_s3: bool, no_browser: bool, timeout: float) -> None:
+def stack_up(no_neo4j: bool, no_s3: bool, no_guide: bool, timeout: float) -> None:
     """Start the services (a no-op for those already running) and wait until they answer."""
-    from graphmodel.stack import load_config, up
+    from graphmodel.stack import browser_lines, load_config, up
 
     cfg = _stack_call(load_config)
-    report = _stack_call(up, cfg, neo4j=not no_neo4j, s3=not no_s3, browser=not no_browser, timeout=timeout)
+    report = _stack_call(up, cfg, neo4j=not no_neo4j, s3=not no_s3, guide=not no_guide, timeout=timeout)
     _print_table(report)
-    if "browser" in report:
-        click.echo(
-            f"Neo4j Browser: {cfg.browser_url} (user {cfg.neo4j_user}; password: NEURFLOW_NEO4J_PASSWORD "
-            f"or 'neo4j_password' in {cfg.state_dir / 'credentials.json'})"
-        )
+    for line in browser_lines(cfg, report):
+        click.echo(line)
 
 
 @stack_group.command("down")

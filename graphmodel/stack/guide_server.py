@@ -1,30 +1,22 @@
-"""Static HTTP server for Neo4j Browser, standing in for the HTTP side of a Neo4j server.
-
-Serves the unpacked ``org.neo4j.client:neo4j-browser`` files at ``/`` (and ``/browser/``), and
-answers ``GET /`` with ``Accept: application/json`` the way Neo4j's discovery endpoint does, so
-Browser can find the Bolt address of the local Neo4j (Browser 5.24 asks for it, but in headless
-Chromium its connect form stayed empty; ``/?dbms=bolt://...`` fills it). The stack runs this file by
-path in its own process.
+"""Small HTTP server for the NeurFlow Browser guide; Neo4j Browser itself is served by Neo4j.
 
 Under ``/guide/`` it serves whatever guide is installed: the renderer registered in the entry-point
 group ``neurflow.browser_guide`` (the project registers ``queries.browser:guide_asset``, which builds
 the guide, style and favourites from the `.cypher` files for every request, so a new query shows up
-without a restart). The stack names no guide itself: graphmodel does not import queries.
+without a restart). The stack names no guide itself: graphmodel does not import queries. It needs
+no Java and no Maven build, so it also serves the guide for a Neo4j running elsewhere (Docker).
 
 Browser fetches a guide or style only from hosts on the server's
-``browser.remote_content_hostname_whitelist`` (the local Neo4j launcher adds 127.0.0.1); these
+``browser.remote_content_hostname_whitelist`` (the local stack's neo4j.conf adds 127.0.0.1); these
 answers carry ``Access-Control-Allow-Origin: *`` so ``localhost`` works as well.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import traceback
 from collections.abc import Callable
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from urllib.parse import parse_qs
 
@@ -42,29 +34,14 @@ def guide_renderer() -> GuideRenderer | None:
     return found[0].load() if found else None
 
 
-class BrowserHandler(SimpleHTTPRequestHandler):
-    discovery: bytes = b"{}"
-
+class GuideHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
-        if path == "/" and "application/json" in self.headers.get("Accept", ""):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(self.discovery)))
-            self.end_headers()
-            self.wfile.write(self.discovery)
+        if path in ("/", "/guide") or path.startswith(GUIDE_PREFIX):
+            name = path[len(GUIDE_PREFIX) :] if path.startswith(GUIDE_PREFIX) else ""
+            self._guide(name, {k: v[-1] for k, v in parse_qs(query).items()})
             return
-        if path == "/guide" or path.startswith(GUIDE_PREFIX):
-            self._guide(path[len(GUIDE_PREFIX) :], {k: v[-1] for k, v in parse_qs(query).items()})
-            return
-        if path == "/browser":
-            self.send_response(301)
-            self.send_header("Location", "/browser/")
-            self.end_headers()
-            return
-        if path.startswith("/browser/"):
-            self.path = self.path[len("/browser") :]
-        super().do_GET()
+        self.send_error(404, "this server serves only the NeurFlow guide, under /guide/")
 
     def do_OPTIONS(self) -> None:
         self.send_response(204)
@@ -121,20 +98,11 @@ class BrowserHandler(SimpleHTTPRequestHandler):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True, help="directory holding Browser's index.html")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7474)
-    parser.add_argument("--bolt", required=True, help="Bolt URI that Browser should connect to")
-    parser.add_argument("--neo4j-version", default="5.26")
+    parser.add_argument("--port", type=int, default=7475)
     args = parser.parse_args()
-    if not os.path.isfile(os.path.join(args.root, "index.html")):
-        parser.error(f"--root {args.root} has no index.html")
-    BrowserHandler.discovery = json.dumps(
-        {"bolt_direct": args.bolt, "neo4j_version": args.neo4j_version, "neo4j_edition": "community"}
-    ).encode()
-    handler = partial(BrowserHandler, directory=args.root)
-    server = ThreadingHTTPServer((args.host, args.port), handler)
-    print(f"neurflow-browser: serving {args.root} on http://{args.host}:{args.port}/", flush=True)
+    server = ThreadingHTTPServer((args.host, args.port), GuideHandler)
+    print(f"neurflow-guide: serving the guide on http://{args.host}:{args.port}{GUIDE_PREFIX}", flush=True)
     server.serve_forever()
 
 
