@@ -341,7 +341,7 @@ def test_planted_circuit_renders_every_group_edge_thumbnail_and_label(planted, t
         assert len(srcs) == len(shown[ng_id]) == min(4, len(set(shown[ng_id])))
         for src in srcs:
             image = decode(src)
-            assert image.size == (circuit.input_size, circuit.input_size)
+            assert image.size == (THUMB_PX, THUMB_PX)  # the 64-px patches, stored at 128 px
     assert sum(len(s) for s in dom.node_imgs.values()) >= len(circuit.neuron_groups)
 
     # labels: the top two per labelled group, escaped (the odd one is text, not markup)
@@ -360,6 +360,121 @@ def test_planted_circuit_renders_every_group_edge_thumbnail_and_label(planted, t
 
     image = screenshot(page, tmp_path, "report-planted.png", fragment="#group=" + selected.ng_id)
     assert_not_blank(image)
+
+
+def _open(page_path: Path, viewport=(1400, 900)):
+    """Playwright on a report file: (playwright, browser, tab); the caller closes them."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    tab = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    tab.goto(page_path.resolve().as_uri())
+    tab.wait_for_selector('html[data-ready="1"]')
+    return playwright, browser, tab
+
+
+@needs_chromium
+def test_a_click_shows_feeds_first_large_exemplars_and_a_full_view(planted, tmp_path):
+    """The panel after a click: "Feeds" within its first screen even with hundreds of semantic-group
+    labels (folded), exemplars of at least 96 px with their activation, and a full view of a patch
+    on its source image with the crop drawn."""
+    from ingest.analysis.report_inputs import source_images
+
+    circuit, _, thumbs, images = planted
+    labels = some_labels(circuit)
+    for sg in circuit.semantic_groups:  # hundreds of semantic-group label rows
+        labels[sg.sg_id] = [LabelRecord(sg.sg_id, "dots", 0.6, "concept_bank")]
+    shown = {pid for pids in exemplar_patches(circuit, 4).values() for pid in pids}
+    sources = source_images(circuit, images, shown)
+    assert sources
+    page = tmp_path / "click.html"
+    page.write_text(render_report(circuit, thumbnails=thumbs, labels=labels, sources=sources))
+    middle = circuit.layer_names()[1]
+    group = max(
+        (g for g in circuit.neuron_groups if g.layer == middle), key=lambda g: len(g.sg_ids)
+    )  # one that feeds a layer above and has many semantic groups
+    playwright, browser, tab = _open(page)
+    try:
+        tab.click(f'.ng-node[data-ng-id="{group.ng_id}"]')
+        panel = tab.locator(".details").bounding_box()
+        feeds = tab.locator(".details h4", has_text="Feeds").bounding_box()
+        assert feeds["y"] + feeds["height"] <= min(panel["y"] + panel["height"], 900), (feeds, panel)
+        assert tab.locator(".details details.sg-labels").count() == 1
+        assert not tab.locator(".details details.sg-labels").evaluate("d => d.open")  # folded
+        order = tab.locator(".details h4").all_inner_texts()
+        assert order[:4] == [
+            "FEEDS (LAYER ABOVE)",
+            "FED BY (LAYER BELOW)",
+            "EXEMPLARS (BEST FIRST)",
+            "LABELS",
+        ]
+        exemplars = tab.locator(".details .exemplar img")
+        assert exemplars.count() == len(exemplar_patches(circuit, 4)[group.ng_id])
+        for i in range(exemplars.count()):
+            box = exemplars.nth(i).bounding_box()
+            assert box["width"] >= 96 and box["height"] >= 96, box
+            assert exemplars.nth(i).evaluate("i => i.naturalWidth") >= 96
+        captions = tab.locator(".details .exemplar figcaption").all_inner_texts()
+        assert all(c.startswith("act ") for c in captions), captions
+        tab.locator(".details .exemplar").first.click()
+        tab.locator(".lightbox").wait_for(state="visible")
+        assert tab.locator(".lb-patch img").evaluate("i => i.naturalWidth") >= 96
+        assert tab.locator(".lb-patch img").bounding_box()["width"] >= 256
+        tab.wait_for_function("() => document.querySelector('.lb-crop').style.width !== ''")
+        crop = tab.locator(".lb-crop").bounding_box()
+        frame = tab.locator(".lb-frame img").bounding_box()
+        assert 0 < crop["width"] <= frame["width"] + 1 and crop["x"] >= frame["x"] - 1, (crop, frame)
+        tab.screenshot(path=str(tmp_path / "report-full-view.png"))
+        tab.keyboard.press("Escape")
+        assert tab.locator(".lightbox").is_hidden()
+        edge = tab.locator(".group-edge .hit").first
+        edge.hover(force=True)
+        assert tab.locator(".edge-tip").inner_text().startswith("W = ")
+    finally:
+        browser.close()
+        playwright.stop()
+
+
+@needs_chromium
+def test_fit_shows_every_layer_row(tmp_path):
+    circuit, thumbs = synthetic_circuit()
+    page = tmp_path / "fit.html"
+    page.write_text(render_report(circuit, thumbnails=thumbs))
+    playwright, browser, tab = _open(page, viewport=(1400, 800))
+    try:
+        scroll = tab.locator(".scroll").bounding_box()
+        rows = tab.locator(".row-label")
+        assert rows.count() == len(circuit.layers) + 1
+
+        def visible() -> int:
+            inside = 0
+            for i in range(rows.count()):
+                box = rows.nth(i).bounding_box()
+                top, bottom = box["y"], box["y"] + box["height"]
+                inside += top >= scroll["y"] - 1 and bottom <= scroll["y"] + scroll["height"] + 1
+            return inside
+
+        assert visible() < rows.count()  # the circuit is taller than the window
+        tab.click('.toolbar button[data-zoom="0"]')
+        assert visible() == rows.count()
+        width = tab.locator(".stage").evaluate("s => s.getBoundingClientRect().width")
+        assert width <= scroll["width"] + 1
+    finally:
+        browser.close()
+        playwright.stop()
+
+
+def test_edge_widths_are_scaled_within_each_layer_pair():
+    circuit, _ = synthetic_circuit()
+    layout = compute_layout(circuit)
+    layer = {g.ng_id: g.layer for g in circuit.neuron_groups} | {CLASS_ID: CLASS_ID}
+    widest = {}
+    for edge in layout.edges:
+        pair = (layer[edge.child], layer[edge.parent])
+        widest[pair] = max(widest.get(pair, 0.0), edge.width)
+    assert len(widest) == len(circuit.layers)  # every pair of adjacent layers, and into the class
+    assert all(w == pytest.approx(11.0) for w in widest.values()), widest  # each pair's top edge is full
 
 
 @needs_chromium
@@ -529,7 +644,9 @@ def test_cli_circuit_json_cuts_thumbnails_from_the_image_folder(planted, tmp_pat
     for ng_id, srcs in dom.node_imgs.items():
         assert len(srcs) == len(shown[ng_id])
         for pid, src in zip(shown[ng_id], srcs, strict=True):  # cut again = the extraction's pixels
-            assert np.array_equal(np.asarray(decode(src).convert("RGB")), pixels[pid])
+            stored = decode(src).convert("RGB")  # 64 px shown at 128: each pixel repeated 2x2
+            assert stored.size == (THUMB_PX, THUMB_PX)
+            assert np.array_equal(np.asarray(stored.resize((64, 64), Image.NEAREST)), pixels[pid])
     assert len(dom.plot_imgs) == 1 and "0.441" in dom.eval_cells
 
     # without --images: the folder recorded in the circuit

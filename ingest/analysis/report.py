@@ -1,8 +1,11 @@
 """`neurflow report`: one self-contained HTML page that draws a concept circuit.
 
 Layers are rows (the output layer at the top, the class above it), neuron groups are cards with their
-best exemplar patches and top labels, group edges are SVG curves whose width grows with |W|. Clicking (or
-hovering) a group or an edge fills a details panel. The layout is computed here, deterministically;
+best exemplar patches and top labels, group edges are SVG curves whose width grows with |W| relative
+to the largest |W| of the same layer pair (W spans orders of magnitude between layers). Clicking (or
+hovering) a group or an edge fills a details panel: what the group feeds and is fed by first, then
+its exemplars (large, with their activation; a click opens the patch and its source image with the
+crop drawn), its labels, and its semantic groups folded. The layout is computed here, deterministically;
 the page needs no network: thumbnails are base64 PNGs, the CSS and the bit of JS are inline, and
 every text that comes from the data is escaped. The page's skeleton, style sheet and script are
 package data in report_assets/ (report.html, report.css, report.js); Python builds the data and the
@@ -28,7 +31,8 @@ from graphmodel.records import Circuit, LabelRecord, NeuronGroupRecord, class_fe
 
 THUMB = 48  # CSS px of a node thumbnail
 THUMB_GAP = 4
-THUMB_PX = 64  # stored size of a thumbnail (larger patches are downscaled, so pages stay small)
+THUMB_PX = 128  # stored size of an exemplar: the panel shows it at 112 px, the full view at 256
+SOURCE_PX = 384  # stored size of a source image in the full view (the crop box is drawn on it)
 NODE_PAD = 8
 NODE_MIN_W = 200
 NODE_H = 142
@@ -59,12 +63,20 @@ def exemplar_patches(circuit: Circuit, exemplars: int = 4) -> dict[str, list[str
     keep the order of the group's patch list. Patches from source images not shown yet come first,
     so a node does not show four overlapping crops of one image when other images qualify.
     """
+    return {
+        ng_id: [pid for pid, _ in ranked] for ng_id, ranked in exemplar_scores(circuit, exemplars).items()
+    }
+
+
+def exemplar_scores(circuit: Circuit, exemplars: int = 4) -> dict[str, list[tuple[str, float | None]]]:
+    """`exemplar_patches` with each patch's score: its activation over the max activation of the
+    neuron whose semantic group holds it (None for a patch no semantic group of the group holds)."""
     if exemplars < 1:
         raise ValueError("exemplars must be at least 1")
     sgs = {sg.sg_id: sg for sg in circuit.semantic_groups}
     max_act = {(n.layer, n.index): n.max_activation for n in circuit.neurons}
     source = {p.patch_id: p.source_image for p in circuit.patches}
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[tuple[str, float | None]]] = {}
     for group in circuit.neuron_groups:
         order = {pid: i for i, pid in enumerate(group.patch_ids)}
         score: dict[str, float] = {}
@@ -94,7 +106,7 @@ def exemplar_patches(circuit: Circuit, exemplars: int = 4) -> dict[str, list[str
                 break
             if pid not in chosen:
                 chosen.append(pid)
-        out[group.ng_id] = chosen
+        out[group.ng_id] = [(pid, score.get(pid)) for pid in chosen]
     return out
 
 
@@ -107,19 +119,37 @@ def drawn_exemplars(circuit: Circuit, thumbnails: Mapping[str, bytes], exemplars
 
 
 def thumbnail_data_uri(png: bytes, size: int = THUMB_PX) -> str | None:
-    """A PNG as a data: URI, downscaled to at most `size` px; None when the bytes are not an image."""
+    """A PNG as a data: URI with its longer side `size` px; None when the bytes are not an image.
+
+    Larger images are downscaled so pages stay small; smaller ones (a 64-px model sees 64-px patches)
+    are upscaled, so the panel never stretches a small PNG in the web browser."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(png)) as img:
             img = img.convert("RGB")
-            if max(img.size) > size:
-                img.thumbnail((size, size), Image.LANCZOS)
+            if max(img.size) != size:
+                scale = size / max(img.size)
+                shape = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+                # A whole-number upscale repeats pixels: what the model saw, with nothing invented.
+                exact = scale > 1 and size % max(img.size) == 0
+                img = img.resize(shape, Image.NEAREST if exact else Image.LANCZOS)
             buffer = io.BytesIO()
             img.save(buffer, format="PNG", optimize=True)
     except (UnidentifiedImageError, OSError, ValueError):
         return None
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image_size(data: bytes) -> list[int] | None:
+    """[width, height] of an image, or None when the bytes are not one."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return [int(img.size[0]), int(img.size[1])]
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _image_data_uri(data: bytes) -> str | None:
@@ -175,6 +205,7 @@ class Layout:
     class_box: NodeBox | None = None
     edges: list[EdgePath] = field(default_factory=list)
     max_weight: float = 1.0
+    pair_max: dict[tuple[str, str], float] = field(default_factory=dict)  # (child layer, parent layer)
 
 
 def class_edges(circuit: Circuit) -> list[tuple[str, float, int]]:
@@ -240,8 +271,9 @@ def _order_rows(
 
 
 def edge_width(weight: float, max_weight: float) -> float:
-    """Stroke width of an edge: grows with sqrt(|W| / max |W|), so that the weak edges of layers whose
-    W sums few hyperedges stay visible next to layers whose W sums many."""
+    """Stroke width of an edge: grows with sqrt(|W| / max |W|), max over the edges of the same layer
+    pair: W sums more hyperedges between wide layers, so one scale for all would draw the edges of
+    narrow layers (and into the class, W ≤ 1) as hairlines."""
     share = min(1.0, abs(weight) / max_weight) if max_weight > 0 else 0.0
     return round(EDGE_MIN + (EDGE_MAX - EDGE_MIN) * math.sqrt(share), 2)
 
@@ -287,6 +319,10 @@ def compute_layout(circuit: Circuit, exemplars: int = 4) -> Layout:
     boxes = {**layout.nodes, CLASS_ID: layout.class_box}
     links = [link for link in links if link[0] in boxes and link[1] in boxes]
     layout.max_weight = max([abs(link[2]) for link in links] + [1e-12])
+    layer_of_box = {key: box.layer for key, box in boxes.items()}
+    for child, parent, w, _ in links:
+        pair = (layer_of_box[child], layer_of_box[parent])
+        layout.pair_max[pair] = max(layout.pair_max.get(pair, 1e-12), abs(w))
 
     def ports(box: NodeBox, others: list[tuple[int, float]]) -> dict[int, float]:
         """Spread the endpoints of a node's edges along its side, ordered by the far end's x."""
@@ -311,7 +347,8 @@ def compute_layout(circuit: Circuit, exemplars: int = 4) -> Layout:
         x2, y2 = end_x[i], boxes[parent].y + boxes[parent].h
         ym = (y1 + y2) / 2
         d = f"M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}"
-        layout.edges.append(EdgePath(child, parent, float(w), int(n), d, edge_width(w, layout.max_weight)))
+        top = layout.pair_max[(layer_of_box[child], layer_of_box[parent])]
+        layout.edges.append(EdgePath(child, parent, float(w), int(n), d, edge_width(w, top)))
     return layout
 
 
@@ -532,15 +569,15 @@ def _edge_html(edge: EdgePath, names: dict[str, str]) -> str:
 def _legend_html(max_weight: float) -> str:
     samples = []
     for share in (1.0, 0.25, 0.04) if max_weight > 1e-9 else ():  # no samples without edges
-        w = max_weight * share
-        stroke = edge_width(w, max_weight)
+        stroke = edge_width(share, 1.0)
         samples.append(
             f'<span class="legend-item"><svg width="46" height="16" aria-hidden="true">'
             f'<line x1="2" y1="8" x2="44" y2="8" class="legend-pos" stroke-width="{stroke:.1f}"/></svg>'
-            f"W = {esc(fmt_number(w))}</span>"
+            f"{share:.0%}</span>"
         )
     return (
-        '<div class="legend"><span class="legend-title">Edge width ∝ √|W|:</span>'
+        '<div class="legend"><span class="legend-title">Edge width ∝ √(|W| / largest |W| between the '
+        "same two layers); hover an edge for its W:</span>"
         + "".join(samples)
         + '<span class="legend-item"><svg width="46" height="16" aria-hidden="true"><line x1="2" y1="8" '
         'x2="44" y2="8" class="legend-pos" stroke-width="4"/></svg>positive</span>'
@@ -598,20 +635,33 @@ def render_report(
     plots: Mapping[str, bytes] | None = None,
     exemplars: int = 4,
     title: str | None = None,
+    sources: Mapping[str, bytes] | None = None,
 ) -> str:
     """One self-contained HTML document drawing `circuit`.
 
     `thumbnails` maps patch ids to PNG bytes (only the exemplars of `exemplar_patches` are used;
     missing ones are drawn as grey boxes); `labels` maps group ids (neuron or semantic groups) to
-    their labels; `evaluation` is a JSON-like dict of evaluation numbers and `plots` named images.
+    their labels; `evaluation` is a JSON-like dict of evaluation numbers and `plots` named images;
+    `sources` maps source-image paths (as in the patch records) to image bytes, for the full view
+    of an exemplar with its crop drawn on its source image.
     """
     if not 1 <= exemplars <= MAX_EXEMPLARS:
         raise ValueError(f"exemplars must be between 1 and {MAX_EXEMPLARS}, not {exemplars}")
     thumbnails = thumbnails or {}
     labels = {k: _sorted_labels(v) for k, v in (labels or {}).items()}
     layout = compute_layout(circuit, exemplars)
-    shown = exemplar_patches(circuit, exemplars)
+    scored = exemplar_scores(circuit, exemplars)
+    shown = {ng_id: [pid for pid, _ in ranked] for ng_id, ranked in scored.items()}
     needed = sorted({pid for pids in shown.values() for pid in pids})
+    records = {p.patch_id: p for p in circuit.patches}
+    wanted_sources = {records[pid].source_image for pid in needed if pid in records}
+    source_uris: dict[str, str] = {}
+    source_sizes: dict[str, list[int]] = {}
+    for name, raw in (sources or {}).items():
+        size = _image_size(raw) if name in wanted_sources else None
+        uri = thumbnail_data_uri(raw, SOURCE_PX) if size else None
+        if uri is not None:  # the crop box is in the original's pixels
+            source_uris[name], source_sizes[name] = uri, size
     thumbs = {pid: thumbnail_data_uri(thumbnails[pid]) for pid in needed if pid in thumbnails}
     truth = _purity(circuit)
     groups = {g.ng_id: g for g in circuit.neuron_groups}
@@ -669,9 +719,21 @@ def render_report(
                 ),
                 "in": sorted(incoming.get(g.ng_id, []), key=lambda r: (-abs(r[1]), r[0])),
                 "out": sorted(outgoing.get(g.ng_id, []), key=lambda r: (-abs(r[1]), r[0])),
+                "ex": [[pid, score] for pid, score in scored.get(g.ng_id, [])],
             }
             for g in circuit.neuron_groups
         },
+        "patches": {
+            pid: {
+                "source": records[pid].source_image,
+                "box": list(records[pid].box),
+                "scale": records[pid].scale,
+            }
+            for pid in needed
+            if pid in records
+        },
+        "sources": source_uris,
+        "sourceSizes": source_sizes,
         "classIn": sorted(incoming.get(CLASS_ID, []), key=lambda r: (-abs(r[1]), r[0])),
         "className": class_text,
         "classIndex": circuit.class_index,

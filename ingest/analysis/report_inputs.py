@@ -54,6 +54,23 @@ def cut_patches(circuit: Circuit, images: str | Path, patch_ids: Iterable[str]) 
     return out, missing, changed
 
 
+def source_images(circuit: Circuit, images: str | Path, patch_ids: Iterable[str]) -> dict[str, bytes]:
+    """The source images of the given patches, by their path in the patch records, read from the
+    image folder as files (the report shows each exemplar on its source with the crop drawn).
+    Unreadable or missing files are left out."""
+    root = Path(images)
+    records = {p.patch_id: p for p in circuit.patches}
+    out: dict[str, bytes] = {}
+    for name in sorted({records[pid].source_image for pid in patch_ids if pid in records}):
+        path = root / name
+        try:
+            if path.is_file() and path.resolve().is_relative_to(root.resolve()):
+                out[name] = path.read_bytes()
+        except OSError:
+            continue
+    return out
+
+
 def from_patch_dir(folder: Path, patch_ids: Iterable[str]) -> dict[str, bytes]:
     """The exemplar PNGs `neurflow extract` saved as ``patches/<patch_id>.png``."""
     out = {}

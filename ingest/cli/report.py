@@ -108,6 +108,19 @@ def _from_file(
     return circuit, thumbs
 
 
+def _sources(circuit: Circuit, images: str | None, exemplars: int) -> dict[str, bytes]:
+    """The exemplars' source images, for the full view, when the image folder is at hand (--images,
+    or the folder recorded in the circuit)."""
+    from ingest.analysis.report import exemplar_patches
+    from ingest.analysis.report_inputs import source_images
+
+    folder = images or (circuit.source or {}).get("images")
+    if not folder or not Path(folder).is_dir():
+        return {}
+    shown = {pid for pids in exemplar_patches(circuit, exemplars).values() for pid in pids}
+    return source_images(circuit, folder, shown)
+
+
 # -------------------------------------------------------------------------------------- command
 
 
@@ -193,8 +206,15 @@ def report_command(
     if plots_dir is not None:
         plots.update(load_plots(plots_dir))
 
+    sources = _sources(circuit, images, exemplars)
     page = render_report(
-        circuit, thumbnails=thumbs, labels=labels, evaluation=evaluation, plots=plots, exemplars=exemplars
+        circuit,
+        thumbnails=thumbs,
+        labels=labels,
+        evaluation=evaluation,
+        plots=plots,
+        exemplars=exemplars,
+        sources=sources,
     )
     try:
         write_atomically(out, page.encode("utf-8"))
@@ -206,7 +226,7 @@ def report_command(
     click.echo(
         f"wrote {out} ({len(page) / 1e6:.1f} MB): {len(circuit.neuron_groups)} neuron groups in "
         f"{len(circuit.layers)} layers, {len(circuit.group_edges)} group edges, {drawn} of {shown} exemplar "
-        f"images{grey}, {n_labels} labelled groups"
+        f"images{grey}, {len(sources)} source images, {n_labels} labelled groups"
         + (", evaluation" if evaluation else "")
         + (f", {len(plots)} plots" if plots else "")
     )

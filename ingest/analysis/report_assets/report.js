@@ -36,16 +36,30 @@ function labelTable(labels){var t=el("table");var tr=el("tr");
   if(l.details&&Object.keys(l.details).length)c.title=JSON.stringify(l.details);row.appendChild(c);
   row.appendChild(el("td","num",num(l.score)));row.appendChild(el("td",null,l.method));
   row.appendChild(el("td","num",l.rank));t.appendChild(row);});return t;}
+function thumbOf(pid){var i=document.querySelector('img.thumb[data-patch-id="'+pid+'"]');return i?i.src:null;}
+function exemplars(g){var box=el("div","big-thumbs");g.ex.forEach(function(x){var src=thumbOf(x[0]);
+  var f=el("figure","exemplar");f.tabIndex=0;f.dataset.patchId=x[0];
+  if(src){var img=el("img");img.src=src;img.alt="patch "+x[0].slice(0,12);f.appendChild(img);}
+  else f.appendChild(el("span","thumb missing","?"));
+  f.appendChild(el("figcaption",null,x[1]===null?"–":"act "+num(x[1],2)));
+  f.title="activation / the neuron's max activation; click for the full patch and its source image";
+  f.addEventListener("click",function(){openPatch(x[0],x[1]);});
+  f.addEventListener("keydown",function(ev){if(ev.key==="Enter")openPatch(x[0],x[1]);});
+  box.appendChild(f);});return box;}
 function showGroup(id,scroll){if(id==="class"){showClass();return;}var g=data.groups[id];if(!g)return;
  select(nodes[id]);trace(id);
  if(scroll&&nodes[id])nodes[id].scrollIntoView({block:"nearest",inline:"center",behavior:"smooth"});
- panel.textContent="";panel.appendChild(el("h2",null,name(id)));panel.appendChild(el("div","id",id));
- panel.appendChild(stats([["layer",g.layer],["member neurons",g.members.length],
-  ["core members",g.core.length],["semantic groups",g.sgs],["patches",g.patches]]));
- var imgs=nodes[id]?nodes[id].querySelectorAll("img.thumb"):[];
- if(imgs.length){panel.appendChild(el("h4",null,"Best exemplar patches"));var bt=el("div","big-thumbs");
-  Array.prototype.forEach.call(imgs,function(i){var c=i.cloneNode();c.className="";c.title=i.dataset.patchId;
-   bt.appendChild(c);});panel.appendChild(bt);}
+ panel.textContent="";panel.scrollTop=0;panel.appendChild(el("h2",null,name(id)));
+ panel.appendChild(el("div","id",id));
+ panel.appendChild(stats([["layer",g.layer],["neurons",g.members.length+" ("+g.core.length+" core)"],
+  ["semantic groups",g.sgs],["patches",g.patches]]));
+ panel.appendChild(el("h4",null,"Feeds (layer above)"));
+ if(g.out.length)panel.appendChild(edgeTable(g.out,"parent"));
+ else panel.appendChild(el("p","small","nothing"));
+ panel.appendChild(el("h4",null,"Fed by (layer below)"));
+ if(g["in"].length)panel.appendChild(edgeTable(g["in"],"child"));
+ else panel.appendChild(el("p","small","nothing (lowest layer)"));
+ if(g.ex.length){panel.appendChild(el("h4",null,"Exemplars (best first)"));panel.appendChild(exemplars(g));}
  panel.appendChild(el("h4",null,"Labels"));
  if(g.labels.length)panel.appendChild(labelTable(g.labels));
  else panel.appendChild(el("p","small","no label"));
@@ -53,19 +67,35 @@ function showGroup(id,scroll){if(id==="class"){showClass();return;}var g=data.gr
   var s=Object.keys(g.truth.shares||{}).map(function(k){return k+" "+num(g.truth.shares[k],2);}).join(", ");
   panel.appendChild(el("p",null,(g.truth.concept||"–")+" (purity "+num(g.truth.purity,2)+")"));
   if(s)panel.appendChild(el("p","small","share of patches containing each concept: "+s));}
- if(g.sgLabels.length){panel.appendChild(el("h4",null,"Labels of its semantic groups"));
-  var t=el("table");g.sgLabels.forEach(function(r){var row=el("tr");row.appendChild(el("td",null,r[0]));
-   row.appendChild(el("td",null,r[1]));row.appendChild(el("td","num",num(r[2])));
-   row.appendChild(el("td",null,r[3]));t.appendChild(row);});panel.appendChild(t);}
  panel.appendChild(el("h4",null,"Member neurons ("+g.members.length+", core in yellow)"));
  var m=el("div","members");g.members.forEach(function(n){
   m.appendChild(el("span",g.core.indexOf(n)>=0?"member core":"member",n));});panel.appendChild(m);
- panel.appendChild(el("h4",null,"Feeds (layer above)"));
- if(g.out.length)panel.appendChild(edgeTable(g.out,"parent"));
- else panel.appendChild(el("p","small","nothing"));
- panel.appendChild(el("h4",null,"Fed by (layer below)"));
- if(g["in"].length)panel.appendChild(edgeTable(g["in"],"child"));
- else panel.appendChild(el("p","small","nothing (lowest layer)"));}
+ if(g.sgLabels.length){var d=el("details","sg-labels");
+  d.appendChild(el("summary",null,"Labels of its semantic groups ("+g.sgLabels.length+")"));
+  var t=el("table");g.sgLabels.forEach(function(r){var row=el("tr");row.appendChild(el("td",null,r[0]));
+   row.appendChild(el("td",null,r[1]));row.appendChild(el("td","num",num(r[2])));
+   row.appendChild(el("td",null,r[3]));t.appendChild(row);});d.appendChild(t);panel.appendChild(d);}}
+var lightbox=document.querySelector(".lightbox");
+function closePatch(){lightbox.hidden=true;lightbox.querySelector(".lb-body").textContent="";}
+function openPatch(pid,score){var body=lightbox.querySelector(".lb-body");body.textContent="";
+ var p=data.patches[pid]||{};var src=thumbOf(pid);
+ var a=el("figure","lb-patch");if(src){var img=el("img");img.src=src;img.alt="patch";a.appendChild(img);}
+ else a.appendChild(el("p","small","no image for this patch"));
+ a.appendChild(el("figcaption",null,"patch "+pid.slice(0,16)+(score===null||score===undefined?"":
+  " · activation "+num(score,3)+" of the neuron's max")));body.appendChild(a);
+ var b=el("figure","lb-source");var uri=p.source?data.sources[p.source]:null;
+ if(uri){var wrap=el("div","lb-frame");var simg=el("img");simg.alt="source image";wrap.appendChild(simg);
+  var crop=el("div","lb-crop");wrap.appendChild(crop);
+  simg.addEventListener("load",function(){var W=simg.naturalWidth,H=simg.naturalHeight,bx=p.box||[0,0,0,0];
+   var sw=data.sourceSizes[p.source];var iw=sw?sw[0]:W,ih=sw?sw[1]:H;
+   crop.style.left=(100*bx[0]/iw)+"%";crop.style.top=(100*bx[1]/ih)+"%";
+   crop.style.width=(100*(bx[2]-bx[0])/iw)+"%";crop.style.height=(100*(bx[3]-bx[1])/ih)+"%";});
+  simg.src=uri;b.appendChild(wrap);}
+ else b.appendChild(el("p","small","source image not included (pass --images DIR to `neurflow report`)"));
+ b.appendChild(el("figcaption",null,(p.source||"?")+(p.box?" · crop "+p.box.join(", "):"")));
+ body.appendChild(b);lightbox.hidden=false;lightbox.querySelector(".lb-close").focus();}
+lightbox.addEventListener("click",function(ev){if(ev.target===lightbox||ev.target.classList.contains("lb-close"))
+ closePatch();});
 function showClass(){select(classNode);trace("class");panel.textContent="";
  panel.appendChild(el("h2",null,data.className));
  panel.appendChild(stats([["class index",data.classIndex],["groups feeding it",data.classIn.length]]));
@@ -110,12 +140,19 @@ function restore(){if(!selected){clearMarks();return;}
  if(selected.classList.contains("group-edge"))traceEdge(selected);
  else if(selected===classNode)trace("class");else trace(selected.dataset.ngId);}
 var zoom=1,stage=document.querySelector(".stage"),label=document.querySelector(".zoom-value");
-function setZoom(z){zoom=Math.max(0.3,Math.min(2,z));stage.style.zoom=zoom;
+function setZoom(z){zoom=Math.max(0.05,Math.min(2,z));stage.style.zoom=zoom;
  label.textContent=Math.round(zoom*100)+"%";}
 document.querySelectorAll(".toolbar button").forEach(function(b){b.addEventListener("click",function(){
  var s=parseInt(b.dataset.zoom,10);if(s===0){var sc=document.querySelector(".scroll");
-  setZoom(sc.clientWidth/stage.scrollWidth*zoom);}else setZoom(zoom*(s>0?1.2:1/1.2));});});
-document.addEventListener("keydown",function(ev){if(ev.key==="Escape"){select(null);clearMarks();}});
+  setZoom(Math.min(sc.clientWidth/stage.scrollWidth,sc.clientHeight/stage.scrollHeight)*zoom);
+  sc.scrollLeft=0;sc.scrollTop=0;}else setZoom(zoom*(s>0?1.2:1/1.2));});});
+document.addEventListener("keydown",function(ev){if(ev.key==="Escape"){if(!lightbox.hidden){closePatch();return;}
+ select(null);clearMarks();}});
+var tip=document.querySelector(".edge-tip");
+edges.forEach(function(e){e.addEventListener("mousemove",function(ev){
+  tip.textContent="W = "+num(parseFloat(e.dataset.weight),4);tip.hidden=false;
+  tip.style.left=(ev.clientX+14)+"px";tip.style.top=(ev.clientY+12)+"px";});
+ e.addEventListener("mouseleave",function(){tip.hidden=true;});});
 var sc=document.querySelector(".scroll");if(sc.scrollWidth>sc.clientWidth){
  sc.scrollLeft=(sc.scrollWidth-sc.clientWidth)/2;}
 var m=/^#group=(.+)$/.exec(window.location.hash);
