@@ -41,3 +41,55 @@ def test_extract_errors_are_actionable(tmp_path):
     assert code == 1 and "Error: unknown layer 'layer4.l'" in out and "layer4.1" in out
     code, out = run(*base, "--class", "3", "--layers", "fc,layer4.1")
     assert code == 1 and "none of the 1 images" in out and "is predicted as 3" in out
+
+
+def test_every_command_that_prints_results_prints_json_with_json(tmp_path):
+    """`--json` puts one JSON object (or list) on stdout; notes and progress stay on stderr. The
+    commands that need services (ingest, query NAME, runs, stack, audit, debug, campaign) are
+    checked against real services in test_ingest_e2e, test_audit_e2e, test_debug and test_campaign."""
+    import json
+
+    def as_json(*args):
+        result = CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output + result.stderr
+        return json.loads(result.stdout)
+
+    layers = as_json("layers", "planted_cnn", "--json")
+    assert layers["default_layers"] and all(
+        {"name", "type", "shape", "default"} <= set(r) for r in layers["layers"]
+    )
+    listed = as_json("query", "--list", "--json")
+    assert {q["name"] for q in listed} >= {"top_paths", "group_detail"}
+    made = as_json("planted-data", "images", tmp_path / "bee", "--count", "3", "--json")
+    assert made["count"] == 3 and made["kind"] == "images"
+    extracted = as_json(
+        "demo", "--no-store", "--out", tmp_path / "demo", "--count", "3", "--steps", "2", "--json"
+    )
+    assert (
+        extracted["run_id"] and [layer["name"] for layer in extracted["layers"]] == layers["default_layers"]
+    )
+    assert extracted["purity_rows_left_out"] > 0  # the demo's compact purity (semantic groups with -v)
+    shown = as_json("show", extracted["files"]["circuit"], "--json")
+    assert shown["run_id"] == extracted["run_id"] and shown["purity_rows_left_out"] == 0
+    assert len(shown["purity"]) == len(extracted["purity"]) + extracted["purity_rows_left_out"]
+
+
+def test_every_command_has_an_example_and_every_option_help():
+    """`--help` of every command shows an example, and every option says what it does."""
+    import click
+
+    missing_examples, missing_help = [], []
+
+    def visit(command: click.Command, path: str) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                visit(sub, f"{path} {name}")
+            return
+        if "neurflow " not in (command.help or ""):
+            missing_examples.append(path)
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden and not param.help:
+                missing_help.append(f"{path} {param.opts[0]}")
+
+    visit(main, "neurflow")
+    assert missing_examples == [] and missing_help == []

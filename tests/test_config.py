@@ -21,10 +21,10 @@ def clean_env(monkeypatch, tmp_path):
 
 def test_file_settings_and_environment_override(clean_env, tmp_path):
     cfg_file = tmp_path / "config.toml"
-    cfg_file.write_text('neo4j_uri = "bolt://127.0.0.1:7999"\ns3_bucket = "from-file"\nbrowser_port = 7475\n')
+    cfg_file.write_text('neo4j_uri = "bolt://127.0.0.1:7999"\ns3_bucket = "from-file"\nbrowser_port = 7476\n')
     clean_env.setenv("NEURFLOW_CONFIG", str(cfg_file))
     cfg = load_config()
-    assert (cfg.neo4j_uri, cfg.s3_bucket, cfg.browser_port) == ("bolt://127.0.0.1:7999", "from-file", 7475)
+    assert (cfg.neo4j_uri, cfg.s3_bucket, cfg.browser_port) == ("bolt://127.0.0.1:7999", "from-file", 7476)
     clean_env.setenv("NEURFLOW_S3_BUCKET", "from-env")
     assert load_config().s3_bucket == "from-env"
     assert cfg.neo4j_password not in repr(cfg)

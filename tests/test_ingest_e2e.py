@@ -349,6 +349,7 @@ def test_demo_starts_the_stack_ingests_and_says_where_to_look(stack, driver, tmp
     )
     assert result.exit_code == 0, result.output
     out = result.output
+    assert "note: --images is deprecated; use --count" in out  # the old name still works
     run_id = next(
         line.split()[1].rstrip(":")
         for line in out.splitlines()
@@ -380,7 +381,7 @@ def test_demo_uses_services_that_already_answer_instead_of_starting_the_stack(
     monkeypatch.setenv("NEURFLOW_S3_SECRET_KEY", stack.s3_secret_key)
     result = CliRunner().invoke(
         main,
-        ["demo", "--out", str(tmp_path / "out"), "--images", "3", "--steps", "2"],
+        ["demo", "--out", str(tmp_path / "out"), "--count", "3", "--steps", "2"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output

@@ -56,7 +56,12 @@ def campaign_group() -> None:
 @_classes_opt
 @_json_opt
 def plan_command(spec_path: str, classes: str | None, as_json: bool) -> None:
-    """Print the jobs of SPEC and, from finished runs in the graph, an estimate of the time."""
+    """Print the jobs of SPEC and, from finished runs in the graph, an estimate of the time.
+
+    \b
+    Example:
+      neurflow campaign plan campaign.toml --json
+    """
     spec, plan = _spec_and_plan(spec_path, classes)
     estimate = _estimate(plan)
     if as_json:
@@ -133,7 +138,13 @@ def run_command(
     as_json: bool,
 ) -> None:
     """Run every job of SPEC: one shared pass per model, then one ingest per class (skipping COMPLETE
-    runs and resuming the rest), then the spec's label step. Exit code 1 when a job failed."""
+    runs and resuming the rest), then the spec's label step. Exit code 1 when a job failed.
+
+    \b
+    Examples:
+      neurflow campaign run campaign.toml
+      neurflow campaign run campaign.toml --engine ray --address ray-head:6379
+    """
     from tqdm import tqdm
 
     from graphmodel.connection import connect
@@ -217,7 +228,12 @@ def _summary(report) -> None:
 @_spec_arg
 @_json_opt
 def status_command(spec_path: str, as_json: bool) -> None:
-    """The campaign's jobs and their runs' status, read from the graph."""
+    """The campaign's jobs and their runs' status, read from the graph.
+
+    \b
+    Example:
+      neurflow campaign status campaign.toml --json
+    """
     from graphmodel.campaigns import job_states
     from ingest.cli.run_opener import graph
     from ingest.cli.runs import status_text

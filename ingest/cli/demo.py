@@ -6,16 +6,32 @@ from pathlib import Path
 
 import click
 
-from ingest.cli.options import resolve_class, resolve_device
+from ingest.cli.options import (
+    aliased,
+    deprecated_alias,
+    echo_json,
+    json_option,
+    resolve_class,
+    resolve_device,
+)
 from ingest.cli.ranges import COUNT, STEPS
 
 
 @click.command(name="demo")
-@click.option("--out", type=click.Path(file_okay=False), default="out/demo", show_default=True)
-@click.option("--class", "class_name", default="bee", show_default=True)
 @click.option(
-    "--images", "n_images", default=40, show_default=True, type=COUNT, help="Benchmark images to generate."
+    "--out", type=click.Path(file_okay=False), default="out/demo", show_default=True, help="Output folder."
 )
+@click.option(
+    "--class",
+    "class_name",
+    default="bee",
+    show_default=True,
+    help="Benchmark class to explain.",
+)
+@click.option(
+    "--count", "n_images", default=40, show_default=True, type=COUNT, help="Benchmark images to generate."
+)
+@deprecated_alias("--images", "--count", "n_images", COUNT)
 @click.option(
     "--steps", default=16, show_default=True, type=STEPS, help="Integration steps (Gauss-Legendre nodes)."
 )
@@ -39,18 +55,33 @@ from ingest.cli.ranges import COUNT, STEPS
 @click.option(
     "-v", "--verbose", is_flag=True, help="Also print the purity of every semantic group (hundreds of rows)."
 )
+@json_option
 def demo_command(
-    out: str, class_name: str, n_images: int, steps: int, quadrature: str, store: bool, verbose: bool
+    out: str,
+    class_name: str,
+    n_images: int,
+    steps: int,
+    quadrature: str,
+    store: bool,
+    verbose: bool,
+    as_json: bool,
 ) -> None:
     """Run the method on the shipped planted-concept benchmark, then store it in Neo4j and S3.
 
     No downloads beyond the first start of the local services (from Maven Central); CPU is fine.
+
+    \b
+    Examples:
+      neurflow demo
+      neurflow demo --class ladybug --count 20 -v
+      neurflow demo --no-store --json
     """
     from ingest.cli.extract import run_extract
     from ingest.core.circuit import ExtractConfig
     from ingest.core.models import load_model
     from ingest.planted.data import write_image_folder
 
+    n_images = aliased(click.get_current_context(), "n_images", n_images)
     out_dir = Path(out)
     images = write_image_folder(out_dir / "images" / class_name, class_name, n_images, seed=1234)
     click.echo(f"generated {n_images} benchmark images of {class_name!r} in {images}", err=True)
@@ -58,17 +89,26 @@ def demo_command(
     class_index = resolve_class(class_name, loaded.class_names, loaded.num_classes)
     cfg = ExtractConfig(layers=loaded.default_layers, steps=steps, quadrature=quadrature)
     if not store:
-        run_extract(loaded, images, class_index, cfg, out_dir, replace_other=True, compact=not verbose)
+        run_extract(
+            loaded,
+            images,
+            class_index,
+            cfg,
+            out_dir,
+            replace_other=True,
+            compact=not verbose,
+            as_json=as_json,
+        )
         return
-    _demo_with_store(loaded, images, class_index, cfg, out_dir, verbose)
+    _demo_with_store(loaded, images, class_index, cfg, out_dir, verbose, as_json)
 
 
-def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: bool) -> None:
+def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: bool, as_json: bool) -> None:
     from graphmodel import reader
     from graphmodel.connection import connect
     from graphmodel.stack import load_config, up
     from ingest.cli.ingest import ingest_with_progress
-    from ingest.pipeline.output import summary_lines
+    from ingest.pipeline.output import circuit_summary, summary_lines
     from ingest.pipeline.patch_stores import open_patch_store
 
     stack_cfg = load_config()
@@ -90,6 +130,20 @@ def _demo_with_store(loaded, images, class_index, cfg, out_dir: Path, verbose: b
     out_dir.mkdir(parents=True, exist_ok=True)
     circuit.save(out_dir / "circuit.json")
     status = result.status.lower().replace("_", " ")
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "status": result.status,
+                "circuit": str(out_dir / "circuit.json"),
+                "neo4j": stack_cfg.neo4j_uri,
+                "browser": stack_cfg.browser_url,
+                "guide": stack_cfg.guide_url,
+                "patches": store.describe(),
+                "summary": circuit_summary(circuit, semantic_groups=verbose),
+            }
+        )
+        return
     click.echo(
         f"""run {result.run_id}: {status}; saved to {out_dir / "circuit.json"}
 Neo4j Bolt:    {stack_cfg.neo4j_uri}  (user {stack_cfg.neo4j_user}; password in NEURFLOW_NEO4J_PASSWORD or

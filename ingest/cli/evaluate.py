@@ -59,7 +59,14 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     help="Held-out images for fidelity (b): DIR/<class name or index>/*, the class and others.",
 )
 @click.option("--checks", default=",".join(CHECKS), show_default=True, help="Which checks to run.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="evaluation", show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="evaluation",
+    show_default=True,
+    help="Folder for evaluation.json and the plots.",
+)
 @click.option("--random-sets", default=100, show_default=True, type=COUNT, help="(a) random sets per target.")
 @click.option(
     "--max-targets",

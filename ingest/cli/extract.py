@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ingest.cli.options import build_run, extraction_options, progress_bar
+from ingest.cli.options import build_run, echo_json, extraction_options, json_option, progress_bar
 from ingest.cli.ranges import Bounded
 
 
@@ -18,11 +18,18 @@ from ingest.cli.ranges import Bounded
     type=Bounded(int, 8, 4096, why="the side of the square input image in pixels"),
     help="Input side in pixels (default: from the model).",
 )
-def layers_command(model: str, weights: str | None, input_size: int | None) -> None:
+@json_option
+def layers_command(model: str, weights: str | None, input_size: int | None, as_json: bool) -> None:
     """List the layers of MODEL that can be named in --layers, with output shapes.
 
     MODEL is a torchvision architecture (resnet50, googlenet, ...), planted_cnn (the benchmark
     CNN), or package.module:factory. Layers in the shipped default list are marked with *.
+
+    \b
+    Examples:
+      neurflow layers planted_cnn
+      neurflow layers resnet50 --json
+      neurflow layers mypkg.models:build --weights model.pt --input-size 224
     """
     from ingest.core.layers import describe_layers
     from ingest.core.models import load_model
@@ -30,6 +37,16 @@ def layers_command(model: str, weights: str | None, input_size: int | None) -> N
     loaded = load_model(model, weights, input_size=input_size)
     defaults = loaded.default_layers or []
     rows = describe_layers(loaded.module, loaded.input_size)
+    if as_json:
+        echo_json(
+            {
+                "arch": loaded.arch,
+                "input_size": loaded.input_size,
+                "layers": [{**row, "default": row["name"] in defaults} for row in rows],
+                "default_layers": defaults,
+            }
+        )
+        return
     click.echo(f"{loaded.arch}: {len(rows)} candidate layers (input {loaded.input_size}px)")
     width = max(len(r["name"]) for r in rows)
     for row in rows:
@@ -48,8 +65,15 @@ def layers_command(model: str, weights: str | None, input_size: int | None) -> N
     required=True,
     help="Output folder (circuit.json, patches/, purity.tsv).",
 )
-def extract_command(images: str, out: str, **options) -> None:
-    """Extract the NeurFlow circuit of one class and save it as JSON plus exemplar patches."""
+@json_option
+def extract_command(images: str, out: str, as_json: bool, **options) -> None:
+    """Extract the NeurFlow circuit of one class and save it as JSON plus exemplar patches.
+
+    \b
+    Examples:
+      neurflow extract --model planted_cnn --images data/bee --class bee --out out/bee
+      neurflow extract --model resnet50 --images photos/cat --class 281 --tau 16 --out out/cat --json
+    """
     from ingest.pipeline.output import OutputError, check_out_dir
 
     try:
@@ -57,18 +81,27 @@ def extract_command(images: str, out: str, **options) -> None:
     except OutputError as exc:
         raise click.BadParameter(str(exc), param_hint="--out") from None
     loaded, class_index, cfg = build_run(**options)
-    run_extract(loaded, images, class_index, cfg, Path(out))
+    run_extract(loaded, images, class_index, cfg, Path(out), as_json=as_json)
 
 
 def run_extract(
-    loaded, images, class_index, cfg, out: Path, *, replace_other: bool = False, compact: bool = False
+    loaded,
+    images,
+    class_index,
+    cfg,
+    out: Path,
+    *,
+    replace_other: bool = False,
+    compact: bool = False,
+    as_json: bool = False,
 ):
     """Extract, save to `out` and print the summary: `extract` and `demo --no-store` share it.
     `replace_other` removes another run's results from `out` (the demo owns its folder); without it
     such a folder is refused before any layer is computed. `compact` leaves out the purity rows of
-    semantic groups (the demo's default)."""
+    semantic groups (the demo's default); `as_json` prints the summary and the paths as one JSON
+    object instead."""
     from ingest.core.circuit import extract_circuit
-    from ingest.pipeline.output import OutputError, save_outputs, summary_lines
+    from ingest.pipeline.output import OutputError, circuit_summary, save_outputs, summary_lines
 
     click.echo(
         f"model {loaded.model_id} on {next(loaded.module.parameters()).device}; class "
@@ -93,6 +126,10 @@ def run_extract(
             f"cannot write the results into {out}: {exc.strerror or exc}; files written before are "
             "kept whole (each is replaced atomically). Free space or choose another --out, then re-run"
         ) from None
+    if as_json:
+        summary = circuit_summary(circuit, semantic_groups=not compact)
+        echo_json({**summary, "files": {label: str(path) for label, path in paths.items()}})
+        return circuit
     for line in summary_lines(circuit, semantic_groups=not compact):
         click.echo(line)
     click.echo("")
@@ -110,14 +147,24 @@ def _claim(out: Path, run_id: str, replace: bool) -> None:
 
 @click.command(name="show")
 @click.argument("circuit_json", type=click.Path(exists=True, dir_okay=False))
-def show_command(circuit_json: str) -> None:
-    """Print the summary and purity tables of a saved circuit.json."""
+@json_option
+def show_command(circuit_json: str, as_json: bool) -> None:
+    """Print the summary and purity tables of a saved circuit.json.
+
+    \b
+    Examples:
+      neurflow show out/demo/circuit.json
+      neurflow show out/demo/circuit.json --json
+    """
     from graphmodel.records import Circuit, CircuitFileError
-    from ingest.pipeline.output import summary_lines
+    from ingest.pipeline.output import circuit_summary, summary_lines
 
     try:
         circuit = Circuit.load(circuit_json)
     except CircuitFileError as exc:
         raise click.ClickException(str(exc)) from None
+    if as_json:
+        echo_json(circuit_summary(circuit))
+        return
     for line in summary_lines(circuit):
         click.echo(line)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ingest.cli.options import build_run, extraction_options, progress_bar
+from ingest.cli.options import build_run, echo_json, extraction_options, json_option, progress_bar
 
 if TYPE_CHECKING:
     from graphmodel.stack.config import StackConfig
@@ -57,13 +57,21 @@ def _mark_failed(cfg: StackConfig) -> Callable[[str, BaseException], None]:
     type=click.Path(file_okay=False),
     help="Store patch images under this directory instead (file:// URIs in the graph).",
 )
-def ingest_command(use_s3: bool, local_patches: str | None, images: str, **options: Any) -> None:
+@json_option
+def ingest_command(
+    use_s3: bool, local_patches: str | None, images: str, as_json: bool, **options: Any
+) -> None:
     """Extract the NeurFlow circuit of one class and write it into Neo4j, layer by layer.
 
     Patch images go to S3 when --s3 is given, NEURFLOW_S3_ENDPOINT is set or `neurflow stack up`
     runs an S3 server; otherwise to <state dir>/patches. Re-running the same command resumes an
     interrupted run and leaves a complete one unchanged. Connection settings come from the
     NEURFLOW_* variables (see docs/services.md).
+
+    \b
+    Examples:
+      neurflow ingest --model planted_cnn --images data/bee --class bee
+      neurflow ingest --model resnet50 --images photos/cat --class 281 --s3 --json
     """
     from graphmodel.connection import GraphStoreError, connect
     from graphmodel.patchstore import PatchStoreError
@@ -108,6 +116,19 @@ def ingest_command(use_s3: bool, local_patches: str | None, images: str, **optio
             if isinstance(exc, (DriverError, Neo4jError)):
                 raise click.ClickException(describe_failure(exc, stack_cfg.neo4j_uri)) from exc
             raise
+    if as_json:
+        echo_json(
+            {
+                "run_id": result.run_id,
+                "status": result.status,
+                "seconds": result.seconds,
+                "layers_resumed": list(result.layers_resumed or []),
+                "counts": result.counts or {},
+                "neo4j": stack_cfg.neo4j_uri,
+                "patches": store.describe(),
+            }
+        )
+        return
     if result.status == "ALREADY_COMPLETE":
         click.echo(f"run {result.run_id} is already complete in {stack_cfg.neo4j_uri}; nothing changed")
     else:

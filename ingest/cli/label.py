@@ -123,7 +123,12 @@ def label_group(
     "--score", default=1.0, show_default=True, type=SCORE, help="Your confidence, stored as the score."
 )
 def label_set(group_id: str, concept: str, score: float) -> None:
-    """Add a manual label to one group (other labels stay)."""
+    """Add a manual label to one group (other labels stay).
+
+    \b
+    Example:
+      neurflow label set --group RUN_ID/block3/g0 --concept flower --score 0.9
+    """
     from graphmodel.connection import GraphStoreError
     from graphmodel.labels import set_label
 
@@ -142,7 +147,12 @@ def label_set(group_id: str, concept: str, score: float) -> None:
 @click.option("--concept", required=True, help="Concept name.")
 @click.option("--method", default="manual", show_default=True, help="Which labeller's label to remove.")
 def label_remove(group_id: str, concept: str, method: str) -> None:
-    """Remove one label from a group."""
+    """Remove one label from a group.
+
+    \b
+    Example:
+      neurflow label remove --group RUN_ID/block3/g0 --concept flower
+    """
     from graphmodel.labels import remove_label
 
     with graph() as (_cfg, driver):

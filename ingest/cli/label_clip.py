@@ -72,6 +72,10 @@ def clip_command(
     A label's score is the concept's softmax probability over the vocabulary at the model's temperature,
     softmax(logit_scale * cos(mean exemplar embedding, concept embedding)); details keep the cosine.
     Labels are LABELED {method: 'clip'}; re-running replaces the run's earlier clip labels only.
+
+    \b
+    Example:
+      neurflow label clip --run RUN_ID --clip-weights clip.pt --vocabulary concepts.txt
     """
     from graphmodel.connection import GraphStoreError, connect
     from graphmodel.patchstore import PatchStoreError

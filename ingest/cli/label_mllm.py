@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ingest.cli.options import aliased, deprecated_alias
 from ingest.cli.ranges import SECONDS, Bounded
 from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
 
@@ -14,7 +15,12 @@ from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
 @click.option(
     "--url", help=f"Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1 [{URL_ENV}]."
 )
-@click.option("--model", help=f"A model that accepts images, e.g. gpt-4o [{MODEL_ENV}].")
+@click.option(
+    "--mllm-model",
+    "model",
+    help=f"The multimodal LLM, a model that accepts images, e.g. gpt-4o [{MODEL_ENV}].",
+)
+@deprecated_alias("--model", "--mllm-model", "model")  # --model names the classifier everywhere else
 @click.option(
     "--api-key-env",
     default=KEY_ENV,
@@ -71,7 +77,12 @@ def mllm_command(
     Captions become LABELED {method: 'mllm'} labels; explanations become FORMS relationships from the
     child groups to the parent group (docs/labelling.md). Labelling a run again replaces its earlier
     mllm labels and explanations. Progress goes to stderr.
+
+    \b
+    Example:
+      neurflow label mllm --run RUN_ID --url http://127.0.0.1:8000/v1 --mllm-model llava
     """
+    model = aliased(click.get_current_context(), "model", model)
     from graphmodel.connection import GraphStoreError, connect
     from graphmodel.patchstore import PatchStoreError
     from graphmodel.stack.config import StackError, load_config

@@ -54,6 +54,38 @@ def resolve_class(spec: str, names: list[str] | None, num_classes: int) -> int:
     raise click.BadParameter(f"unknown class {spec!r}{hint}", param_hint="--class")
 
 
+def json_option(fn: Callable) -> Callable:
+    """``--json``: the command prints its result as one JSON object on stdout (progress and notes
+    stay on stderr), for scripts."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout."
+    )(fn)
+
+
+def deprecated_alias(old: str, new: str, dest: str, type_=None) -> Callable:
+    """A hidden option ``old`` that still works, sets ``dest`` like ``new`` does and says once, on
+    stderr, to use ``new`` (so a renamed option does not break anyone's scripts)."""
+
+    def warn(ctx: click.Context, _param: click.Parameter, value):
+        if value is not None:
+            click.echo(f"note: {old} is deprecated; use {new}", err=True)
+            ctx.meta[f"alias:{dest}"] = value
+        return value
+
+    return click.option(old, f"_{dest}_alias", type=type_, hidden=True, expose_value=False, callback=warn)
+
+
+def aliased(ctx: click.Context, dest: str, value):
+    """The value of option ``dest``, or of its deprecated alias when that was given."""
+    return ctx.meta.get(f"alias:{dest}", value)
+
+
+def echo_json(data) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
 def progress_bar(desc: str, total: int, *, unit: str = "pair", leave: bool = True) -> Callable[[int], None]:
     """`tick(n)` advancing a bar on stderr that closes itself when full (nothing for an empty one)."""
     from tqdm import tqdm

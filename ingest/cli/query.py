@@ -68,7 +68,7 @@ def query_command(
     """Run the canned query NAME (read-only) against the configured Neo4j.
 
     \b
-    neurflow query --list
+    neurflow query --list [--json]
     neurflow query top_paths --param model_id=... --param class_name=bee --param layer=block3
     neurflow query --browser-assets DIR   # style, guide and favourites for Neo4j Browser
     Lists are comma-separated (--param expected=stripes,wings).
@@ -88,6 +88,23 @@ def query_command(
             click.echo(f"{kind}: {path}")
         return
     if list_ or not name:
+        if as_json:
+            from queries.runner import list_queries
+
+            listed = [
+                {
+                    "name": q.name,
+                    "question": q.question,
+                    "params": [
+                        {"name": p.name, "type": p.type, "required": p.required, "default": p.default}
+                        | {"description": p.description}
+                        for p in q.params.values()
+                    ],
+                }
+                for q in list_queries().values()
+            ]
+            click.echo(json.dumps(listed, indent=1, default=str))
+            return
         for line in _list_lines():
             click.echo(line)
         return

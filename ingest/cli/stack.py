@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from graphmodel.stack.config import StackError
+from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import SECONDS
 
 
@@ -41,30 +42,57 @@ def _print_table(report: dict) -> None:
 @click.option(
     "--timeout", default=180.0, show_default=True, type=SECONDS, help="Seconds to wait until healthy."
 )
-def stack_up(no_neo4j: bool, no_s3: bool, no_guide: bool, timeout: float) -> None:
-    """Start the services (a no-op for those already running) and wait until they answer."""
+@json_option
+def stack_up(no_neo4j: bool, no_s3: bool, no_guide: bool, timeout: float, as_json: bool) -> None:
+    """Start the services (a no-op for those already running) and wait until they answer.
+
+    \b
+    Examples:
+      neurflow stack up
+      neurflow stack up --no-neo4j --no-s3     # only the guide, for a Neo4j in Docker
+      neurflow stack up --json
+    """
     from graphmodel.stack import browser_lines, load_config, up
 
     cfg = _stack_call(load_config)
     report = _stack_call(up, cfg, neo4j=not no_neo4j, s3=not no_s3, guide=not no_guide, timeout=timeout)
+    if as_json:
+        echo_json(report)
+        return
     _print_table(report)
     for line in browser_lines(cfg, report):
         click.echo(line)
 
 
 @stack_group.command("down")
-def stack_down() -> None:
-    """Stop the services of this state directory."""
-    from graphmodel.stack import down, load_config
+@json_option
+def stack_down(as_json: bool) -> None:
+    """Stop the services of this state directory.
 
-    _stack_call(down, _stack_call(load_config))
+    \b
+    Example:
+      neurflow stack down
+    """
+    from graphmodel.stack import down, load_config, status
+
+    cfg = _stack_call(load_config)
+    _stack_call(down, cfg)
+    if as_json:
+        echo_json({service: entry["running"] for service, entry in _stack_call(status, cfg).items()})
+        return
     click.echo("stopped")
 
 
 @stack_group.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def stack_status(as_json: bool) -> None:
-    """Show what runs, where, and whether it answers (exit code 3 when something is unhealthy)."""
+    """Show what runs, where, and whether it answers (exit code 3 when something is unhealthy).
+
+    \b
+    Examples:
+      neurflow stack status
+      neurflow stack status --json
+    """
     from graphmodel.stack import load_config, status
 
     report = _stack_call(status, _stack_call(load_config))

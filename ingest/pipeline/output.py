@@ -134,6 +134,51 @@ def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Pa
     return paths
 
 
+def circuit_summary(circuit: Circuit, *, semantic_groups: bool = True) -> dict:
+    """What `summary_lines` prints, as data (`--json`): the run, per-layer counts and timings, and
+    (with ground truth) the base rates and the purity rows."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for n in circuit.neurons:
+        counts[n.layer]["neurons"] += 1
+    for sg in circuit.semantic_groups:
+        counts[sg.layer]["semantic_groups"] += 1
+    for g in circuit.neuron_groups:
+        counts[g.layer]["neuron_groups"] += 1
+    for e in circuit.hyperedges:
+        counts[e.child_layer]["hyperedges"] += 1
+    timings = circuit.stats.get("layers", {})
+    purity = circuit.stats.get("purity") or []
+    layers = []
+    for layer in circuit.layers:
+        ng = [r["purity"] for r in purity if r["layer"] == layer.name and r["kind"] == "neuron_group"]
+        layers.append(
+            {
+                "name": layer.name,
+                "width": layer.width,
+                **{
+                    k: counts[layer.name][k]
+                    for k in ("neurons", "semantic_groups", "neuron_groups", "hyperedges")
+                },
+                "pairs": timings.get(layer.name, {}).get("pairs", 0),
+                "seconds": timings.get(layer.name, {}).get("seconds", 0.0),
+                "neuron_group_purity": float(np.mean(ng)) if ng else None,
+            }
+        )
+    shown = purity if semantic_groups else [r for r in purity if r["kind"] == "neuron_group"]
+    return {
+        "run_id": circuit.run_id,
+        "model_id": circuit.model_id,
+        "class_index": circuit.class_index,
+        "class_name": circuit.class_name,
+        "params": {k: circuit.params.get(k) for k in ("tau", "k", "steps")},
+        "patches": len(circuit.patches),
+        "layers": layers,
+        "base_rates": base_rates(circuit) if purity else {},
+        "purity": shown,
+        "purity_rows_left_out": len(purity) - len(shown),
+    }
+
+
 def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str]:
     """A per-layer summary table, then (with ground truth) the purity of every group; without
     ``semantic_groups`` only the neuron groups' (a few dozen rows instead of hundreds)."""
