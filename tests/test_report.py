@@ -388,8 +388,14 @@ def test_a_click_shows_feeds_first_large_exemplars_and_a_full_view(planted, tmp_
     shown = {pid for pids in exemplar_patches(circuit, 4).values() for pid in pids}
     sources = source_images(circuit, images, shown)
     assert sources
+    from ingest.analysis.heatmaps import group_heatmaps, overlay_png
+    from ingest.pipeline.run_context import open_run
+
+    opened = open_run(circuit, with_patches=False)
+    maps = group_heatmaps(opened.model, opened.cuts, circuit, thumbs, exemplar_patches(circuit, 4))
+    heat = {g: {p: overlay_png(h, THUMB_PX) for p, h in per.items()} for g, per in maps.items()}
     page = tmp_path / "click.html"
-    page.write_text(render_report(circuit, thumbnails=thumbs, labels=labels, sources=sources))
+    page.write_text(render_report(circuit, thumbnails=thumbs, labels=labels, sources=sources, heatmaps=heat))
     middle = circuit.layer_names()[1]
     group = max(
         (g for g in circuit.neuron_groups if g.layer == middle), key=lambda g: len(g.sg_ids)
@@ -409,7 +415,7 @@ def test_a_click_shows_feeds_first_large_exemplars_and_a_full_view(planted, tmp_
             "EXEMPLARS (BEST FIRST)",
             "LABELS",
         ]
-        exemplars = tab.locator(".details .exemplar img")
+        exemplars = tab.locator(".details .exemplar img:not(.heat)")
         assert exemplars.count() == len(exemplar_patches(circuit, 4)[group.ng_id])
         for i in range(exemplars.count()):
             box = exemplars.nth(i).bounding_box()
@@ -417,10 +423,16 @@ def test_a_click_shows_feeds_first_large_exemplars_and_a_full_view(planted, tmp_
             assert exemplars.nth(i).evaluate("i => i.naturalWidth") >= 96
         captions = tab.locator(".details .exemplar figcaption").all_inner_texts()
         assert all(c.startswith("act ") for c in captions), captions
+        # where the group fires, over each exemplar (the group is on a conv layer)
+        assert tab.locator(".details .exemplar img.heat").count() == exemplars.count()
+        assert tab.locator(".details .exemplar img.heat").first.is_visible()
+        tab.locator(".details .heat-toggle input").uncheck()
+        assert not tab.locator(".details .exemplar img.heat").first.is_visible()
         tab.locator(".details .exemplar").first.click()
         tab.locator(".lightbox").wait_for(state="visible")
-        assert tab.locator(".lb-patch img").evaluate("i => i.naturalWidth") >= 96
-        assert tab.locator(".lb-patch img").bounding_box()["width"] >= 256
+        assert tab.locator(".lb-patch img").first.evaluate("i => i.naturalWidth") >= 96
+        assert tab.locator(".lb-patch img").first.bounding_box()["width"] >= 256
+        assert tab.locator(".lb-heat img.heat").count() == 1
         tab.wait_for_function("() => document.querySelector('.lb-crop').style.width !== ''")
         crop = tab.locator(".lb-crop").bounding_box()
         frame = tab.locator(".lb-frame img").bounding_box()
@@ -434,6 +446,41 @@ def test_a_click_shows_feeds_first_large_exemplars_and_a_full_view(planted, tmp_
     finally:
         browser.close()
         playwright.stop()
+
+
+def test_metric_maps_are_the_geometric_mean_of_clipped_ratios_per_position():
+    from ingest.analysis.heatmaps import metric_maps
+
+    acts = np.array([[[[1.0, 4.0]], [[4.0, 0.0]]]])  # one patch, 2 neurons, a 1x2 map
+    heat = metric_maps(acts, np.array([2.0, 4.0]))
+    # position 0: sqrt(0.5 * 1.0); position 1: neuron 0 is above its peak (clipped at 1), neuron 1
+    # silent (clipped at eps): M is tiny as soon as one core neuron does not fire
+    assert heat.shape == (1, 1, 2)
+    assert heat[0, 0, 0] == pytest.approx(np.sqrt(0.5))
+    assert heat[0, 0, 1] == pytest.approx(np.sqrt(1e-6))
+
+
+def test_heatmaps_of_a_planted_circuit_cover_its_conv_groups(planted):
+    """From the stored exemplar PNGs and the run's model: one map per exemplar of every group on a
+    conv layer, of the layer's spatial size, in [0, 1], and not flat."""
+    from ingest.analysis.heatmaps import group_heatmaps, overlay_png
+    from ingest.pipeline.run_context import open_run
+
+    circuit, _, thumbs, _ = planted
+    opened = open_run(circuit, with_patches=False)
+    shown = exemplar_patches(circuit, 4)
+    maps = group_heatmaps(opened.model, opened.cuts, circuit, thumbs, shown)
+    conv = {layer.name for layer in circuit.layers if layer.kind == "conv"}
+    assert set(maps) == {g.ng_id for g in circuit.neuron_groups if g.layer in conv}
+    for ng_id, per in maps.items():
+        layer = ng_id.split("/")[1]
+        assert list(per) == shown[ng_id]
+        for heat in per.values():
+            assert heat.shape == opened.cuts.shape(layer)[1:]
+            assert heat.min() >= 0.0 and heat.max() <= 1.0
+    assert sum(float(h.max() - h.min()) > 0.05 for per in maps.values() for h in per.values()) > len(maps)
+    overlay = Image.open(io.BytesIO(overlay_png(next(iter(next(iter(maps.values())).values())), THUMB_PX)))
+    assert overlay.mode == "RGBA" and overlay.size == (THUMB_PX, THUMB_PX)
 
 
 @needs_chromium
@@ -636,6 +683,10 @@ def test_cli_circuit_json_cuts_thumbnails_from_the_image_folder(planted, tmp_pat
     )
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "differ from the extraction" not in result.output
+    # the planted CNN's conv layers have maps: every shown exemplar of their groups gets one
+    conv = {layer.name for layer in circuit.layers if layer.kind == "conv"}
+    on_conv = sum(len(p) for g, p in exemplar_patches(circuit, 3).items() if g.split("/")[1] in conv)
+    assert f" {on_conv} heatmaps" in result.output, result.output
     dom = Dom(out.read_text())
     assert sorted(dom.nodes) == sorted(g.ng_id for g in circuit.neuron_groups)
     assert Counter(dom.edges) == expected_edges(circuit)

@@ -636,6 +636,7 @@ def render_report(
     exemplars: int = 4,
     title: str | None = None,
     sources: Mapping[str, bytes] | None = None,
+    heatmaps: Mapping[str, Mapping[str, bytes]] | None = None,
 ) -> str:
     """One self-contained HTML document drawing `circuit`.
 
@@ -643,7 +644,8 @@ def render_report(
     missing ones are drawn as grey boxes); `labels` maps group ids (neuron or semantic groups) to
     their labels; `evaluation` is a JSON-like dict of evaluation numbers and `plots` named images;
     `sources` maps source-image paths (as in the patch records) to image bytes, for the full view
-    of an exemplar with its crop drawn on its source image.
+    of an exemplar with its crop drawn on its source image; `heatmaps` maps a group id and a patch
+    id to a transparent PNG of where the group fires on that exemplar (`heatmaps.overlay_png`).
     """
     if not 1 <= exemplars <= MAX_EXEMPLARS:
         raise ValueError(f"exemplars must be between 1 and {MAX_EXEMPLARS}, not {exemplars}")
@@ -720,6 +722,10 @@ def render_report(
                 "in": sorted(incoming.get(g.ng_id, []), key=lambda r: (-abs(r[1]), r[0])),
                 "out": sorted(outgoing.get(g.ng_id, []), key=lambda r: (-abs(r[1]), r[0])),
                 "ex": [[pid, score] for pid, score in scored.get(g.ng_id, [])],
+                "heat": {
+                    pid: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+                    for pid, png in (heatmaps or {}).get(g.ng_id, {}).items()
+                },
             }
             for g in circuit.neuron_groups
         },

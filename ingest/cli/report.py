@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from graphmodel.records import Circuit
+from ingest.cli.options import echo_json, json_option
 
 # --------------------------------------------------------------------------------- evaluation
 
@@ -121,6 +122,22 @@ def _sources(circuit: Circuit, images: str | None, exemplars: int) -> dict[str, 
     return source_images(circuit, folder, shown)
 
 
+def _heatmaps(circuit: Circuit, thumbs: dict[str, bytes], exemplars: int, echo) -> dict:
+    """Where each group fires on its shown exemplars (overlay PNGs), when the run's model can be
+    loaded again; otherwise a note and none."""
+    from ingest.analysis.heatmaps import group_heatmaps, overlay_png
+    from ingest.analysis.report import THUMB_PX, exemplar_patches
+    from ingest.pipeline.run_context import RunSourceError, open_run
+
+    try:
+        opened = open_run(circuit, with_patches=False)
+    except (RunSourceError, ValueError, OSError, ImportError) as exc:
+        echo(f"no heatmaps (the run's model cannot be loaded: {exc}); --no-heatmaps silences this")
+        return {}
+    maps = group_heatmaps(opened.model, opened.cuts, circuit, thumbs, exemplar_patches(circuit, exemplars))
+    return {ng: {pid: overlay_png(heat, THUMB_PX) for pid, heat in per.items()} for ng, per in maps.items()}
+
+
 # -------------------------------------------------------------------------------------- command
 
 
@@ -164,6 +181,14 @@ def _sources(circuit: Circuit, images: str | None, exemplars: int) -> dict[str, 
     type=click.IntRange(1, 8),
     help="Exemplar patches shown per neuron group.",
 )
+@click.option(
+    "--heatmaps/--no-heatmaps",
+    default=True,
+    show_default=True,
+    help="Show where each group fires on its exemplars (the metric M per position); loads the run's "
+    "model again (the one recorded in the circuit).",
+)
+@json_option
 def report_command(
     run_id: str | None,
     circuit_path: Path | None,
@@ -172,6 +197,8 @@ def report_command(
     evaluation_path: Path | None,
     plots_dir: Path | None,
     exemplars: int,
+    heatmaps: bool,
+    as_json: bool,
 ) -> None:
     """Draw a circuit as one self-contained HTML page: layers as rows, neuron groups with exemplar
     patches and labels, edges weighted by W, details on click, evaluation numbers and plots.
@@ -207,6 +234,7 @@ def report_command(
         plots.update(load_plots(plots_dir))
 
     sources = _sources(circuit, images, exemplars)
+    heat = _heatmaps(circuit, thumbs, exemplars, echo) if heatmaps else {}
     page = render_report(
         circuit,
         thumbnails=thumbs,
@@ -215,6 +243,7 @@ def report_command(
         plots=plots,
         exemplars=exemplars,
         sources=sources,
+        heatmaps=heat,
     )
     try:
         write_atomically(out, page.encode("utf-8"))
@@ -223,10 +252,30 @@ def report_command(
     n_labels = sum(1 for g in circuit.neuron_groups if labels.get(g.ng_id))
     drawn, shown = drawn_exemplars(circuit, thumbs, exemplars)
     grey = f" ({shown - drawn} missing, drawn as grey boxes)" if drawn < shown else ""
+    n_heat = sum(len(per) for per in heat.values())
+    if as_json:
+        echo_json(
+            {
+                "out": str(out),
+                "bytes": len(page.encode("utf-8")),
+                "run_id": circuit.run_id,
+                "neuron_groups": len(circuit.neuron_groups),
+                "layers": len(circuit.layers),
+                "group_edges": len(circuit.group_edges),
+                "exemplars_drawn": drawn,
+                "exemplars_shown": shown,
+                "source_images": len(sources),
+                "heatmaps": n_heat,
+                "labelled_groups": n_labels,
+                "evaluation": bool(evaluation),
+                "plots": len(plots),
+            }
+        )
+        return
     click.echo(
         f"wrote {out} ({len(page) / 1e6:.1f} MB): {len(circuit.neuron_groups)} neuron groups in "
         f"{len(circuit.layers)} layers, {len(circuit.group_edges)} group edges, {drawn} of {shown} exemplar "
-        f"images{grey}, {len(sources)} source images, {n_labels} labelled groups"
+        f"images{grey}, {len(sources)} source images, {n_heat} heatmaps, {n_labels} labelled groups"
         + (", evaluation" if evaluation else "")
         + (f", {len(plots)} plots" if plots else "")
     )

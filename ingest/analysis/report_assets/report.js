@@ -38,14 +38,19 @@ function labelTable(labels){var t=el("table");var tr=el("tr");
   row.appendChild(el("td","num",l.rank));t.appendChild(row);});return t;}
 function thumbOf(pid){var i=document.querySelector('img.thumb[data-patch-id="'+pid+'"]');return i?i.src:null;}
 function exemplars(g){var box=el("div","big-thumbs");g.ex.forEach(function(x){var src=thumbOf(x[0]);
-  var f=el("figure","exemplar");f.tabIndex=0;f.dataset.patchId=x[0];
-  if(src){var img=el("img");img.src=src;img.alt="patch "+x[0].slice(0,12);f.appendChild(img);}
-  else f.appendChild(el("span","thumb missing","?"));
+  var f=el("figure","exemplar");f.tabIndex=0;f.dataset.patchId=x[0];var w=el("div","ex-frame");
+  if(src){var img=el("img");img.src=src;img.alt="patch "+x[0].slice(0,12);w.appendChild(img);
+   if(g.heat[x[0]]){var h=el("img","heat");h.src=g.heat[x[0]];h.alt="where the group fires";w.appendChild(h);}}
+  else w.appendChild(el("span","thumb missing","?"));f.appendChild(w);
   f.appendChild(el("figcaption",null,x[1]===null?"–":"act "+num(x[1],2)));
   f.title="activation / the neuron's max activation; click for the full patch and its source image";
-  f.addEventListener("click",function(){openPatch(x[0],x[1]);});
-  f.addEventListener("keydown",function(ev){if(ev.key==="Enter")openPatch(x[0],x[1]);});
+  f.addEventListener("click",function(){openPatch(x[0],x[1],g.heat[x[0]]);});
+  f.addEventListener("keydown",function(ev){if(ev.key==="Enter")openPatch(x[0],x[1],g.heat[x[0]]);});
   box.appendChild(f);});return box;}
+function heatToggle(g){var n=Object.keys(g.heat||{}).length;if(!n)return null;var l=el("label","heat-toggle");
+ var c=el("input");c.type="checkbox";c.checked=true;c.addEventListener("change",function(){
+  panel.classList.toggle("no-heat",!c.checked);});panel.classList.remove("no-heat");l.appendChild(c);
+ l.appendChild(document.createTextNode(" where it fires (metric M of its core neurons per position)"));return l;}
 function showGroup(id,scroll){if(id==="class"){showClass();return;}var g=data.groups[id];if(!g)return;
  select(nodes[id]);trace(id);
  if(scroll&&nodes[id])nodes[id].scrollIntoView({block:"nearest",inline:"center",behavior:"smooth"});
@@ -59,7 +64,8 @@ function showGroup(id,scroll){if(id==="class"){showClass();return;}var g=data.gr
  panel.appendChild(el("h4",null,"Fed by (layer below)"));
  if(g["in"].length)panel.appendChild(edgeTable(g["in"],"child"));
  else panel.appendChild(el("p","small","nothing (lowest layer)"));
- if(g.ex.length){panel.appendChild(el("h4",null,"Exemplars (best first)"));panel.appendChild(exemplars(g));}
+ if(g.ex.length){panel.appendChild(el("h4",null,"Exemplars (best first)"));var ht=heatToggle(g);
+  if(ht)panel.appendChild(ht);panel.appendChild(exemplars(g));}
  panel.appendChild(el("h4",null,"Labels"));
  if(g.labels.length)panel.appendChild(labelTable(g.labels));
  else panel.appendChild(el("p","small","no label"));
@@ -77,12 +83,15 @@ function showGroup(id,scroll){if(id==="class"){showClass();return;}var g=data.gr
    row.appendChild(el("td",null,r[3]));t.appendChild(row);});d.appendChild(t);panel.appendChild(d);}}
 var lightbox=document.querySelector(".lightbox");
 function closePatch(){lightbox.hidden=true;lightbox.querySelector(".lb-body").textContent="";}
-function openPatch(pid,score){var body=lightbox.querySelector(".lb-body");body.textContent="";
+function openPatch(pid,score,heat){var body=lightbox.querySelector(".lb-body");body.textContent="";
  var p=data.patches[pid]||{};var src=thumbOf(pid);
  var a=el("figure","lb-patch");if(src){var img=el("img");img.src=src;img.alt="patch";a.appendChild(img);}
  else a.appendChild(el("p","small","no image for this patch"));
  a.appendChild(el("figcaption",null,"patch "+pid.slice(0,16)+(score===null||score===undefined?"":
   " · activation "+num(score,3)+" of the neuron's max")));body.appendChild(a);
+ if(src&&heat){var hf=el("figure","lb-patch lb-heat");var fr=el("div","ex-frame");var b1=el("img");b1.src=src;
+  var b2=el("img","heat");b2.src=heat;fr.appendChild(b1);fr.appendChild(b2);hf.appendChild(fr);
+  hf.appendChild(el("figcaption",null,"where the group fires (M per position, red = high)"));body.appendChild(hf);}
  var b=el("figure","lb-source");var uri=p.source?data.sources[p.source]:null;
  if(uri){var wrap=el("div","lb-frame");var simg=el("img");simg.alt="source image";wrap.appendChild(simg);
   var crop=el("div","lb-crop");wrap.appendChild(crop);
