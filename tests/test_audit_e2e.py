@@ -10,6 +10,7 @@ docs/audit.md.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ def _ingest_bee(model: str, data: dict[str, Path]) -> str:
 def bee_run(stack, driver, data) -> dict:
     run_id = _ingest_bee("planted_cnn", data)
     labelled = _invoke("label", "--run", run_id, "--concepts", str(data["bank"]))
+    assert re.search(r"concept bank → model: 100%\|.*\| (\d+)/\1 ", labelled), labelled  # progress, total
     model_id = driver.execute_query("MATCH (r:Run {run_id: $id}) RETURN r.model_id AS m", id=run_id)[0][0][
         "m"
     ]

@@ -236,6 +236,7 @@ def test_cli_on_a_saved_circuit(bee, tmp_path):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "predicted bee" in out and "max M" in out and "gt: flower" in out
+    assert "crops → model" in out  # a progress bar with a total on stderr
     assert f"masking {group}" in out and "largest bee-logit drops" in out and "0000.png" in out
     saved = json.loads((tmp_path / "o" / "fp-debug.json").read_text())
     assert saved["mask"]["group_id"].endswith(group)

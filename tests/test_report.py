@@ -687,6 +687,7 @@ def test_cli_circuit_json_cuts_thumbnails_from_the_image_folder(planted, tmp_pat
     conv = {layer.name for layer in circuit.layers if layer.kind == "conv"}
     on_conv = sum(len(p) for g, p in exemplar_patches(circuit, 3).items() if g.split("/")[1] in conv)
     assert f" {on_conv} heatmaps" in result.output, result.output
+    assert "heatmaps block4" in result.output  # a progress bar per layer, on stderr
     dom = Dom(out.read_text())
     assert sorted(dom.nodes) == sorted(g.ng_id for g in circuit.neuron_groups)
     assert Counter(dom.edges) == expected_edges(circuit)

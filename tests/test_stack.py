@@ -246,3 +246,20 @@ def test_down_stops_everything_and_frees_the_ports(stack):
         assert not now[service]["running"] and now[service]["pid"] is None, now[service]
     for _, port in (cfg.neo4j_address, cfg.s3_address, cfg.browser_address, cfg.guide_address):
         assert not _port_open(port)
+
+
+def test_the_guide_alone_needs_no_java_build(stack, tmp_path):
+    """As beside a Neo4j in Docker: `up` of the guide only starts a Python server; Maven and the
+    Java build are never touched (the build dir stays empty)."""
+    cfg, _ = stack
+    (port,) = free_ports(1)
+    bare = dataclasses.replace(cfg, state_dir=tmp_path, build_dir=tmp_path / "no-build", guide_port=port)
+    try:
+        report = up(bare, neo4j=False, s3=False, guide=True, timeout=30)
+        assert list(report) == ["guide"] and report["guide"]["healthy"]
+        assert not (tmp_path / "no-build").exists()
+        with urllib.request.urlopen(bare.guide_url, timeout=5) as response:
+            page = response.read().decode()
+        assert "<slide" in page
+    finally:
+        down(bare)

@@ -35,7 +35,7 @@ one image, which of them explain the prediction, and what masking a group does.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -47,6 +47,7 @@ from torch import Tensor
 from graphmodel.records import Circuit, NeuronGroupRecord, class_feed_weights
 from ingest.analysis.debug_ranking import DEFAULT_THRESHOLD, RANKINGS
 from ingest.analysis.evaluate import knockout
+from ingest.core.circuit import ProgressFactory
 from ingest.core.layers import LayerCuts
 from ingest.core.metric import circuit_metric, metric_neurons
 from ingest.core.models import LoadedModel
@@ -108,9 +109,15 @@ def _device(model: LoadedModel) -> torch.device:
 
 
 def layer_means(
-    model: LoadedModel, cuts: LayerCuts, pixels: Tensor, layers: Sequence[str] | None = None, batch: int = 64
+    model: LoadedModel,
+    cuts: LayerCuts,
+    pixels: Tensor,
+    layers: Sequence[str] | None = None,
+    batch: int = 64,
+    tick: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Channel means [N, C] of the listed layers (default: all) for uint8 pixels [N, 3, S, S]."""
+    """Channel means [N, C] of the listed layers (default: all) for uint8 pixels [N, 3, S, S];
+    `tick(n)` after each batch of n."""
     device = _device(model)
     out: dict[str, list[np.ndarray]] = defaultdict(list)
     with torch.no_grad():
@@ -118,6 +125,8 @@ def layer_means(
             x = to_model_input(pixels[i : i + batch].to(device), model.mean, model.std)
             for name, value in cuts.activations(x, layers, means=True).items():
                 out[name].append(value.float().cpu().numpy())
+            if tick:
+                tick(len(x))
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
@@ -279,6 +288,7 @@ def debug_image(
     rank_by: str = "m",
     masking: bool = True,
     batch: int = 64,
+    progress: ProgressFactory | None = None,
 ) -> DebugResult:
     """Score the crops of `image` (HxWx3 uint8) with every neuron group's M and rank the groups
     (`rank_by`, see RANKINGS; default max M, module docstring). `layer` keeps only that
@@ -295,7 +305,8 @@ def debug_image(
     crops = image_crops(image, model.input_size, scales)
     wanted = [g for g in circuit.neuron_groups if layer is None or g.layer in (layer, top_layer)]
     layers = [n for n in circuit.layer_names() if any(g.layer == n for g in wanted)]
-    acts = layer_means(model, cuts, crops.pixels, layers, batch)
+    tick = progress("crops → model", len(crops.pixels)) if progress else None
+    acts = layer_means(model, cuts, crops.pixels, layers, batch, tick)
     flow = influence(circuit)
     scored = []
     for g in wanted:

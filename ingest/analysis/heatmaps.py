@@ -13,7 +13,7 @@ The patches are the exemplar PNGs as stored (the exact pixels the model saw, at 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,9 +54,11 @@ def group_heatmaps(
     shown: Mapping[str, Sequence[str]],
     *,
     device: str = "cpu",
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """ng_id -> patch id -> M map [h, w] in [0, 1] for the `shown` exemplars of every group whose
-    layer outputs feature maps. `model` is the run's `LoadedModel`, `cuts` its `LayerCuts`."""
+    layer outputs feature maps. `model` is the run's `LoadedModel`, `cuts` its `LayerCuts`;
+    `progress(desc, total)` ticks per exemplar and layer."""
     import torch
 
     from ingest.core.patches import to_model_input
@@ -74,6 +76,7 @@ def group_heatmaps(
         pids = sorted({pid for ng_id in ng_ids for pid in shown[ng_id]})
         pixels = {pid: decode_patch(patches[pid], model.input_size) for pid in pids if pid in patches}
         pids = [pid for pid in pids if pixels.get(pid) is not None]
+        tick = progress(f"heatmaps {layer}", len(pids)) if progress else None
         maps: dict[str, np.ndarray] = {}
         for start in range(0, len(pids), BATCH):
             chunk = pids[start : start + BATCH]
@@ -81,6 +84,8 @@ def group_heatmaps(
             with torch.no_grad():
                 acts = cuts.activations(to_model_input(batch, model.mean, model.std), [layer], means=False)
             maps.update(zip(chunk, acts[layer].float().cpu().numpy(), strict=True))
+            if tick:
+                tick(len(chunk))
         for ng_id in ng_ids:
             neurons = metric_neurons(groups[ng_id])
             top = np.array([peaks.get((layer, n), 0.0) for n in neurons])

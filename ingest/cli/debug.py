@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ingest.analysis.debug_ranking import DEFAULT_THRESHOLD, RANKINGS
+from ingest.cli.options import progress_bar
 from ingest.cli.ranges import COUNT, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
@@ -129,7 +130,14 @@ def debug_command(
     except DebugError as exc:
         raise click.BadParameter(str(exc), param_hint="--mask") from exc
     result = debug_image(
-        model, opened.cuts, circuit, pixels, threshold=threshold, layer=layer, rank_by=rank_by
+        model,
+        opened.cuts,
+        circuit,
+        pixels,
+        threshold=threshold,
+        layer=layer,
+        rank_by=rank_by,
+        progress=lambda desc, total: progress_bar(desc, total, unit="crop", leave=False),
     )
     effect, folder_images = None, None
     if group is not None:

@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import click
 
+from ingest.cli.options import progress_bar
 from ingest.cli.ranges import COUNT, SCORE
 from ingest.cli.run_opener import RunRef, graph, open_stored_run
 
@@ -105,6 +106,7 @@ def label_group(
             top=top,
             min_score=min_score,
             semantic_groups=not no_semantic_groups,
+            progress=lambda desc, total: progress_bar(desc, total, unit="image"),
         )
         written = write_labels(driver, run_id, "concept_bank", labels)
     best = defaultdict(list)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from ingest.cli.options import progress_bar
+
 
 @click.command(name="clip")
 @click.option("--run", "run_id", required=True, help="The run whose groups to label.")
@@ -109,6 +111,7 @@ def clip_command(
                 semantic_groups=semantic_groups,
                 batch_size=batch_size,
                 echo=lambda line: click.echo(line, err=True),
+                progress=lambda desc, total: progress_bar(desc, total, unit="patch", leave=False),
             )
         except (clip.ClipError, GraphStoreError, PatchStoreError, StackError) as exc:
             raise click.ClickException(str(exc)) from exc

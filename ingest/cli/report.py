@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from graphmodel.records import Circuit
-from ingest.cli.options import echo_json, json_option
+from ingest.cli.options import echo_json, json_option, progress_bar
 
 # --------------------------------------------------------------------------------- evaluation
 
@@ -134,7 +134,14 @@ def _heatmaps(circuit: Circuit, thumbs: dict[str, bytes], exemplars: int, echo) 
     except (RunSourceError, ValueError, OSError, ImportError) as exc:
         echo(f"no heatmaps (the run's model cannot be loaded: {exc}); --no-heatmaps silences this")
         return {}
-    maps = group_heatmaps(opened.model, opened.cuts, circuit, thumbs, exemplar_patches(circuit, exemplars))
+    maps = group_heatmaps(
+        opened.model,
+        opened.cuts,
+        circuit,
+        thumbs,
+        exemplar_patches(circuit, exemplars),
+        progress=lambda desc, total: progress_bar(desc, total, unit="patch", leave=False),
+    )
     return {ng: {pid: overlay_png(heat, THUMB_PX) for pid, heat in per.items()} for ng, per in maps.items()}
 
 

@@ -202,12 +202,17 @@ def text_embeddings(
 
 
 @torch.no_grad()
-def image_embeddings(clip: ClipModel, images: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
-    """[N, D] unit vectors of PIL images, through the model's evaluation transform, in chunks."""
+def image_embeddings(
+    clip: ClipModel, images: Sequence[Any], batch_size: int = 64, tick: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """[N, D] unit vectors of PIL images, through the model's evaluation transform, in chunks;
+    `tick(n)` after each chunk of n."""
     chunks = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([clip.preprocess(im) for im in images[start : start + batch_size]])
         chunks.append(_normalise(clip.model.encode_image(batch.to(clip.device)).float()).cpu())
+        if tick:
+            tick(len(batch))
     if not chunks:
         return torch.empty(0, 0)
     return torch.cat(chunks)
@@ -234,6 +239,7 @@ def label_groups(
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     top: int = 3,
     batch_size: int = 64,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> list:
     """LabelRecords (method "clip") for `groups` = [(group_id, exemplar patch ids)], every patch id having
     a PIL image in `images`. All distinct patches are embedded in one chunked pass; a group's embedding is
@@ -248,7 +254,8 @@ def label_groups(
     templates = check_templates(templates)
     order = list(dict.fromkeys(pid for _, pids in groups for pid in pids))
     row = {pid: i for i, pid in enumerate(order)}
-    patch_emb = image_embeddings(clip, [images[pid] for pid in order], batch_size)
+    tick = progress("exemplars → CLIP", len(order)) if progress else None
+    patch_emb = image_embeddings(clip, [images[pid] for pid in order], batch_size, tick)
     group_emb = _normalise(torch.stack([patch_emb[[row[p] for p in pids]].mean(dim=0) for _, pids in groups]))
     text = text_embeddings(clip, vocabulary, templates)
     scale = clip.logit_scale
@@ -320,6 +327,7 @@ def label_run(
     semantic_groups: bool = False,
     batch_size: int = 64,
     echo: Callable[[str], None] = lambda _line: None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> ClipRunResult:
     """Label the run's neuron groups (and, when asked, semantic groups) and store the labels with
     write_labels(method="clip"), replacing the run's earlier clip labels. `fetch(uri)` returns a patch's
@@ -342,9 +350,21 @@ def label_run(
         f"run {run_id}: {len(groups)} groups, {len(uris)} distinct exemplar patches, {len(vocabulary)} "
         f"concepts x {len(templates)} prompts, {clip.arch} on {clip.device}"
     )
-    images = {pid: decode_png(fetch(uri)) for pid, uri in uris.items()}
+    tick = progress("exemplars ← patch store", len(uris)) if progress else None
+    images = {}
+    for pid, uri in uris.items():
+        images[pid] = decode_png(fetch(uri))
+        if tick:
+            tick(1)
     labels = label_groups(
-        clip, groups, images, vocabulary, templates=templates, top=top, batch_size=batch_size
+        clip,
+        groups,
+        images,
+        vocabulary,
+        templates=templates,
+        top=top,
+        batch_size=batch_size,
+        progress=progress,
     )
     result.labels = write_labels(driver, run_id, METHOD, labels)
     result.groups, result.patches = len(groups), len(images)

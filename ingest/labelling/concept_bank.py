@@ -38,6 +38,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from graphmodel.records import Circuit, LabelRecord
+from ingest.core.circuit import ProgressFactory
 from ingest.core.layers import LayerCuts
 from ingest.core.metric import circuit_metric, metric_neurons
 from ingest.core.models import LoadedModel
@@ -116,16 +117,24 @@ def load_concept_bank(folder: str | Path, size: int, *, min_exemplars: int = MIN
 
 
 def bank_activations(
-    model: LoadedModel, cuts: LayerCuts, bank: ConceptBank, *, batch: int = 64
+    model: LoadedModel,
+    cuts: LayerCuts,
+    bank: ConceptBank,
+    *,
+    batch: int = 64,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, np.ndarray]:
     """Channel means of every listed layer (and the lowest layer's input) for every bank image."""
     device = next(model.module.parameters()).device
     out: dict[str, list[np.ndarray]] = {}
+    tick = progress("concept bank → model", len(bank.files)) if progress else None
     with torch.no_grad():
         for i in range(0, len(bank.files), batch):
             x = to_model_input(bank.pixels[i : i + batch].to(device), model.mean, model.std)
             for name, value in cuts.activations(x, means=True, lowest_input=True).items():
                 out.setdefault(name, []).append(value.float().cpu().numpy())
+            if tick:
+                tick(len(x))
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
@@ -213,10 +222,11 @@ def concept_bank_labels(
     top: int = 3,
     min_score: float = 0.5,
     semantic_groups: bool = True,
+    progress: ProgressFactory | None = None,
 ) -> list[LabelRecord]:
     """The whole concept-bank labelling of a circuit: the bank through the model, then the labels
-    (`neurflow label` and a campaign's label step)."""
-    acts = bank_activations(model, cuts, bank)
+    (`neurflow label` and a campaign's label step). `progress(desc, total)` gives a tick per image."""
+    acts = bank_activations(model, cuts, bank, progress=progress)
     return label_circuit(
         circuit,
         acts,
