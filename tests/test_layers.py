@@ -266,3 +266,74 @@ def test_planted_cnn_cuts():
             assert _close(cuts.segment(upper)(lower), cuts.prefix(upper)(x)), upper
         acts = cuts.activations(x, lowest_input=True)
     assert set(acts) == {*cuts.layers, f"{cuts.layers[-1]}:input"}
+
+
+class _FlattensByInputSize(nn.Module):
+    """Many user models (EfficientNet-Lite's reference code among them) flatten with the input's
+    batch size, and reuse one activation module object in their head."""
+
+    def __init__(self, shape_read: str = "size"):
+        super().__init__()
+        self.shape_read = shape_read
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.act = nn.ReLU()
+        self.fc1 = nn.Linear(8 * 16, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, inputs):
+        x = self.features(inputs)
+        if self.shape_read == "size":
+            x = x.view(inputs.size(0), -1)
+        elif self.shape_read == "shape":
+            x = x.reshape(inputs.shape[0], -1)
+        else:  # the input's channel count and side, read through .size() and .dim()
+            x = x.reshape(-1, inputs.size(1) * inputs.size()[2] * inputs.dim() * 0 + 128)
+        x = self.act(self.fc1(x))
+        return self.fc2(self.act(x * 2))
+
+
+@pytest.mark.parametrize("shape_read", ["size", "shape", "more"])
+def test_reading_the_inputs_shape_is_not_a_data_path(shape_read):
+    """`x.view(inputs.size(0), -1)` cuts without changing the model: the segment takes the batch
+    size from its own input (checked with a batch size other than the trace's)."""
+    torch.manual_seed(0)
+    model = _FlattensByInputSize(shape_read).eval()
+    cuts = LayerCuts(model, ["fc2", "act@2", "act@1", "fc1", "features"], 32)
+    x = torch.randn(5, 3, 32, 32)
+    acts = cuts.activations(x, means=False)
+    assert torch.allclose(acts["fc2"], model(x), atol=1e-6)
+    assert torch.allclose(cuts.segment("fc1")(acts["features"]), acts["fc1"], atol=1e-6)
+    assert torch.allclose(cuts.segment("act@2")(acts["act@1"]), acts["act@2"], atol=1e-6)
+    assert torch.allclose(cuts.segment("fc2")(acts["act@2"]), acts["fc2"], atol=1e-6)
+
+
+def test_a_shape_read_does_not_hide_a_real_skip_path():
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(12, 12)
+            self.b = nn.Linear(12, 12)
+
+        def forward(self, x):
+            flat = x.flatten(1)[:, :12]
+            return self.b(self.a(flat) + flat.view(x.size(0), -1))  # the input's values, not only its shape
+
+    with pytest.raises(LayerError, match="reachable from the input without passing through a"):
+        LayerCuts(Skips().eval(), ["b", "a"], 2)
+
+
+def test_a_module_used_twice_names_both_call_sites_and_each_use_can_be_listed():
+    model = _FlattensByInputSize().eval()
+    with pytest.raises(LayerError) as shared:
+        LayerCuts(model, ["fc2", "act", "features"], 32)
+    text = str(shared.value)
+    assert (
+        "runs 2 times" in text and "act@1 at test_layers.py:" in text and "act@2 at test_layers.py:" in text
+    )
+    assert "`x = self.act(self.fc1(x))`" in text and "`return self.fc2(self.act(x * 2))`" in text
+    with pytest.raises(LayerError, match="uses are act@1 to act@2"):
+        LayerCuts(model, ["fc2", "act@3", "features"], 32)
+    with pytest.raises(LayerError, match="counting from 1"):
+        LayerCuts(model, ["fc2", "act@0", "features"], 32)
+    cuts = LayerCuts(model, ["act@2", "act@1"], 32)  # the two uses are two layers of their own
+    assert cuts.width("act@2") == cuts.width("act@1") == 32

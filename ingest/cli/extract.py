@@ -51,8 +51,10 @@ def layers_command(model: str, weights: str | None, input_size: int | None, as_j
     width = max(len(r["name"]) for r in rows)
     for row in rows:
         mark = "*" if row["name"] in defaults else " "
-        shape = "x".join(str(d) for d in row["shape"])
-        click.echo(f" {mark} {row['name']:<{width}}  {row['type']:<22} {shape}")
+        shape = "x".join(str(d) for d in row["shape"] or [])
+        calls = row.get("calls", 1)
+        uses = f"  runs {calls} times: list {row['name']}@1 .. @{calls}" if calls > 1 else ""
+        click.echo(f" {mark} {row['name']:<{width}}  {row['type']:<22} {shape}{uses}")
     if defaults:
         click.echo(f"\ndefault --layers: {','.join(defaults)}")
 

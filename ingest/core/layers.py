@@ -24,6 +24,22 @@ class LayerError(ValueError):
     """A layer list that cannot be cut: unknown name, invalid cut, untraceable model."""
 
 
+USE_SEP = "@"  # "head.act@2": the second call of a module that forward runs more than once
+
+
+def split_use(name: str) -> tuple[str, int | None]:
+    """("head.act", 2) for "head.act@2"; (name, None) for a plain module name."""
+    base, sep, use = name.rpartition(USE_SEP)
+    if not sep:
+        return name, None
+    if not use.isdigit() or int(use) < 1:
+        raise LayerError(
+            f"{name!r}: after {USE_SEP!r} comes the use of the module, counting from 1 "
+            f"(e.g. {base}{USE_SEP}2)"
+        )
+    return base, int(use)
+
+
 def _resnet_layers(blocks: Sequence[int]) -> list[str]:
     """fc, the blocks of layer4 and layer3 from the top, then the last block of layer2.
 
@@ -198,6 +214,7 @@ class _CutTracer(fx.Tracer):
         self.leaves = leaves
         self.watched = watched
         self.calls: dict[str, list[tuple[object, object]]] = {}
+        self.sites: dict[str, list[str]] = {}  # where forward calls each watched module
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaves:
@@ -213,6 +230,7 @@ class _CutTracer(fx.Tracer):
         if name in self.watched:
             first = args[0] if args else next(iter(kwargs.values()), None)
             self.calls.setdefault(name, []).append((out, first))
+            self.sites.setdefault(name, []).append(_call_site())
         return out
 
 
@@ -281,6 +299,21 @@ def _is_inplace(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return bound.arguments.get("inplace") is True
 
 
+def _call_site() -> str:
+    """Where the model's code calls the module being traced: "model.py:42 `x = self.act(x)`" (the
+    innermost frame outside torch and this file)."""
+    import traceback
+
+    here = __file__.rsplit(".", 1)[0]
+    for frame in reversed(traceback.extract_stack()):
+        path = frame.filename.replace("\\", "/")
+        if "/torch/" in path or path.rsplit(".", 1)[0] == here:
+            continue
+        code = f" `{frame.line.strip()}`" if frame.line else ""
+        return f"{path.rsplit('/', 1)[-1]}:{frame.lineno}{code}"
+    return "?"
+
+
 def _label(node: fx.Node) -> str:
     """Readable name of a graph node for error messages."""
     if node.op == "placeholder":
@@ -293,8 +326,10 @@ def _label(node: fx.Node) -> str:
     return f"{owner} ({fn})" if owner else str(fn)
 
 
-def _ancestors(roots: Iterable[fx.Node], stop: fx.Node | None) -> set[fx.Node]:
-    """All nodes the roots depend on, not looking past `stop` (which is included)."""
+def _ancestors(
+    roots: Iterable[fx.Node], stop: fx.Node | None, opaque: set[fx.Node] = frozenset()
+) -> set[fx.Node]:
+    """All nodes the roots depend on, not looking past `stop` or the `opaque` nodes (included)."""
     seen: set[fx.Node] = set()
     stack = list(roots)
     while stack:
@@ -302,7 +337,7 @@ def _ancestors(roots: Iterable[fx.Node], stop: fx.Node | None) -> set[fx.Node]:
         if node in seen:
             continue
         seen.add(node)
-        if node is not stop:
+        if node is not stop and node not in opaque:
             stack.extend(node.all_input_nodes)
     return seen
 
@@ -313,12 +348,30 @@ def _is_view(node: fx.Node) -> bool:
     return node.op == "call_function" and getattr(node.target, "__name__", "") in _VIEW_OPS
 
 
-def _needed(roots: Iterable[fx.Node], stop: fx.Node | None, modules: dict[str, nn.Module]) -> set[fx.Node]:
-    """Ancestors of `roots` (not past `stop`) plus the in-place ops that write into them.
+def _is_shape_read(node: fx.Node) -> bool:
+    """`x.size()`, `x.size(0)`, `x.shape`, `x.dim()`: reads a tensor's shape, not its values."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    return node.op == "call_function" and node.target is getattr and node.args[1:2] == ("shape",)
+
+
+def _batch_shape(tensor: Tensor, rest: tuple[int, ...]) -> torch.Size:
+    """The shape of a tensor outside a segment: the batch of the segment's input, the rest as traced."""
+    return torch.Size((tensor.shape[0], *rest))
+
+
+def _needed(
+    roots: Iterable[fx.Node],
+    stop: fx.Node | None,
+    modules: dict[str, nn.Module],
+    opaque: set[fx.Node] = frozenset(),
+) -> set[fx.Node]:
+    """Ancestors of `roots` (not past `stop`, nor past the `opaque` nodes) plus the in-place ops that
+    write into them.
 
     fx records `y.add_(1)` as a node nobody uses, so plain ancestry would drop the write.
     """
-    needed = _ancestors(roots, stop)
+    needed = _ancestors(roots, stop, opaque)
     while True:
         writes = []
         for node in needed:
@@ -336,7 +389,7 @@ def _needed(roots: Iterable[fx.Node], stop: fx.Node | None, modules: dict[str, n
                             writes.append(user)
         if not writes:
             return needed
-        needed |= _ancestors(writes, stop)
+        needed |= _ancestors(writes, stop, opaque)
 
 
 class LayerCuts:
@@ -369,7 +422,8 @@ class LayerCuts:
 
     def _check_names(self) -> None:
         modules = dict(self.module.named_modules())
-        for name in self.layers:
+        for listed in self.layers:
+            name, _use = split_use(listed)
             if name in modules and name:
                 continue
             candidates = [n for n, _ in available_layers(self.module)]
@@ -381,7 +435,7 @@ class LayerCuts:
             )
 
     def _trace(self) -> None:
-        listed = set(self.layers)
+        listed = {split_use(n)[0] for n in self.layers}
         nested = {n for n in listed if any(o.startswith(n + ".") for o in listed)}
         tracer = _CutTracer(leaves=listed - nested, watched=listed)
         try:
@@ -397,16 +451,29 @@ class LayerCuts:
         self._modules = dict(self.module.named_modules())
         self._out: dict[str, fx.Node] = {}
         self._in: dict[str, fx.Node | None] = {}
+        self._shape_reads = {n for n in self._graph.nodes if _is_shape_read(n)}
+        self._static: dict[fx.Node, tuple[int, ...]] | None = None
         for name in self.layers:
-            calls = tracer.calls.get(name, [])
-            if len(calls) != 1:
-                why = (
-                    "never runs in forward (in eval mode)"
-                    if not calls
-                    else f"runs {len(calls)} times in one forward pass (a shared module)"
+            base, use = split_use(name)
+            calls = tracer.calls.get(base, [])
+            if not calls:
+                raise LayerError(
+                    f"layer {base!r} never runs in forward (in eval mode); a listed layer must run"
                 )
-                raise LayerError(f"layer {name!r} {why}; a listed layer must run exactly once")
-            out, first = calls[0]
+            if use is None and len(calls) > 1:
+                sites = "; ".join(
+                    f"{base}{USE_SEP}{i} at {site}" for i, site in enumerate(tracer.sites[base], start=1)
+                )
+                raise LayerError(
+                    f"layer {base!r} runs {len(calls)} times in one forward pass (one module object "
+                    f"used in {len(calls)} places). Name the use you mean: {sites}"
+                )
+            if use is not None and use > len(calls):
+                raise LayerError(
+                    f"layer {name!r}: {base!r} runs {len(calls)} time{'s' if len(calls) != 1 else ''} "
+                    f"in one forward pass; uses are {base}{USE_SEP}1 to {base}{USE_SEP}{len(calls)}"
+                )
+            out, first = calls[(use or 1) - 1]
             if not isinstance(out, fx.Proxy):
                 raise LayerError(
                     f"layer {name!r} returns {type(out).__name__}, not a single tensor; "
@@ -417,7 +484,9 @@ class LayerCuts:
 
     def _check_cut(self, upper: str, lower: str) -> None:
         top, cut = self._out[upper], self._out[lower]
-        if self._input not in _needed([top], cut, self._modules):
+        # Reading a tensor's shape (x.size(0), x.shape) is not a data path: a segment takes the batch
+        # size from its own input and the other dimensions from the trace.
+        if self._input not in _needed([top], cut, self._modules, self._shape_reads):
             return
         if top in _ancestors([cut], stop=None):
             raise LayerError(
@@ -444,13 +513,15 @@ class LayerCuts:
         )
 
     def _path_avoiding(self, target: fx.Node, avoid: fx.Node) -> list[fx.Node] | None:
-        """Shortest input -> target path not passing through `avoid`."""
+        """Shortest input -> target path not passing through `avoid` (nor through a shape read)."""
         parent: dict[fx.Node, fx.Node | None] = {target: None}
         queue = deque([target])
         while queue:
             node = queue.popleft()
             if node is self._input:
                 break
+            if node in self._shape_reads:
+                continue
             for src in node.all_input_nodes:
                 if src is not avoid and src not in parent:
                     parent[src] = node
@@ -472,7 +543,13 @@ class LayerCuts:
         intact: the segment's input (a caller's leaf tensor must stay untouched and
         differentiable) and every returned value.
         """
-        needed = _needed(outputs.values(), cut, self._modules)
+        opaque = self._shape_reads if cut is not None else frozenset()
+        needed = _needed(outputs.values(), cut, self._modules, opaque)
+
+        def outside(read: fx.Node) -> bool:
+            """A shape read of a tensor the segment does not compute (above the cut, e.g. the image)."""
+            source = read.args[0]
+            return cut is not None and source is not cut and source not in needed
 
         def overwritten(node: fx.Node) -> bool:
             return any(
@@ -490,6 +567,9 @@ class LayerCuts:
         for node in self._graph.nodes:
             if node not in needed or node is cut:
                 continue
+            if node in self._shape_reads and outside(node):
+                env[node] = self._shape_from(graph, node, env[cut])
+                continue
             env[node] = graph.node_copy(node, lambda n: env[n])
             if node in returned and overwritten(node):
                 kept[node] = graph.call_method("clone", (env[node],))
@@ -497,6 +577,39 @@ class LayerCuts:
         graph.output(values if as_dict else next(iter(values.values())))
         graph.lint()
         return fx.GraphModule(self.module, graph, class_name="LayerCut")
+
+    def _static_shapes(self) -> dict[fx.Node, tuple[int, ...]]:
+        """The shape without the batch of every traced tensor, from one probe image (once)."""
+        if self._static is None:
+            from torch.fx.passes.shape_prop import ShapeProp
+
+            param = next(self.module.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            dtype = param.dtype if param is not None else torch.float32
+            probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device, dtype=dtype)
+            with torch.no_grad():
+                ShapeProp(fx.GraphModule(self.module, self._graph)).propagate(probe)
+            self._static = {
+                n: tuple(n.meta["tensor_meta"].shape[1:])
+                for n in self._graph.nodes
+                if hasattr(n.meta.get("tensor_meta"), "shape")
+            }
+        return self._static
+
+    def _shape_from(self, graph: fx.Graph, read: fx.Node, segment_input: fx.Node) -> fx.Node:
+        """`read` (a shape read of a tensor outside the segment) rebuilt inside it: dimension 0 is the
+        batch, the size of the segment's input; the others are as traced (the input size is fixed)."""
+        source = read.args[0]
+        rest = self._static_shapes().get(source)
+        if rest is None:
+            raise LayerError(f"cannot tell the shape of {_label(source)}, whose shape {_label(read)} reads")
+        shape = graph.call_function(_batch_shape, (segment_input, rest))
+        if read.op == "call_function" or (read.target == "size" and len(read.args) == 1 and not read.kwargs):
+            return shape  # x.shape, x.size()
+        if read.target == "dim":
+            return graph.call_function(len, (shape,))
+        dim = read.args[1] if len(read.args) > 1 else read.kwargs.get("dim")
+        return graph.call_function(operator.getitem, (shape, dim))
 
     def _subgraph(
         self, key: object, outputs: dict[str, fx.Node], cut: fx.Node | None, *, as_dict: bool
