@@ -230,7 +230,9 @@ def test_torchscript_is_refused_with_advice():
 
 @pytest.mark.parametrize("arch", sorted(DEFAULT_LAYERS))
 def test_every_shipped_default_list_is_a_valid_cut(arch):
-    with torch.device("meta"):
+    # RegNet computes its stage widths with tensor values at build time: no meta tensors there.
+    device = torch.device("cpu" if arch.startswith("regnet") else "meta")
+    with device:
         model = _build(arch) if arch == "googlenet" else torchvision.models.get_model(arch)
     cuts = LayerCuts(model.eval(), default_layers(arch), 224)
     assert cuts.layers == DEFAULT_LAYERS[arch]
@@ -337,3 +339,33 @@ def test_a_module_used_twice_names_both_call_sites_and_each_use_can_be_listed():
         LayerCuts(model, ["fc2", "act@0", "features"], 32)
     cuts = LayerCuts(model, ["act@2", "act@1"], 32)  # the two uses are two layers of their own
     assert cuts.width("act@2") == cuts.width("act@1") == 32
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "densenet121", "convnext_tiny"])
+def test_modern_families_segments_compose_with_random_weights(arch):
+    """The default cuts of EfficientNet (residual MBConv blocks), DenseNet (concatenations, an
+    in-place ReLU after norm5) and ConvNeXt (layer-scaled residual blocks): every segment applied
+    to the layer below gives the layer, and the top layer is the logits."""
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None).eval()
+    cuts = LayerCuts(model, default_layers(arch), 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        acts = cuts.activations(x, means=False)
+        assert torch.allclose(acts[cuts.layers[0]], model(x), atol=1e-4)
+        for upper, lower in zip(cuts.layers, cuts.layers[1:], strict=False):
+            assert torch.allclose(cuts.segment(upper)(acts[lower]), acts[upper], atol=1e-4), upper
+
+
+def test_a_cut_inside_a_dense_block_fails_naming_the_concatenation():
+    with torch.device("meta"):
+        model = torchvision.models.densenet121()
+    with pytest.raises(LayerError) as refused:
+        LayerCuts(
+            model.eval(), ["features.denseblock4.denselayer16", "features.denseblock4.denselayer15"], 224
+        )
+    text = str(refused.value)
+    assert (
+        "features.transition3" in text and "without passing through features.denseblock4.denselayer15" in text
+    )
+    assert "cut between blocks" in text

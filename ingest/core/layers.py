@@ -110,6 +110,45 @@ DEFAULT_LAYERS: dict[str, list[str]] = {
         "features.18",
         "features.16",
     ],
+    # Modern CNN families: whole blocks (their residual sums stay inside a segment), from the
+    # classifier down through the top stages, then the last block of the stage below (as ResNet).
+    "convnext_tiny": [
+        "classifier.2",
+        *[f"features.7.{i}" for i in reversed(range(3))],
+        *[f"features.5.{i}" for i in reversed(range(9))],
+        "features.3.2",
+    ],
+    "efficientnet_b0": [
+        "classifier.1",
+        "features.8",
+        "features.7.0",
+        *[f"features.6.{i}" for i in reversed(range(4))],
+        *[f"features.5.{i}" for i in reversed(range(3))],
+        "features.4.2",
+    ],
+    "mobilenet_v3_large": [
+        "classifier.3",
+        "classifier.1",
+        *[f"features.{i}" for i in range(16, 8, -1)],
+    ],
+    "regnet_y_400mf": [
+        "fc",
+        *[f"trunk_output.block4.block4-{i}" for i in reversed(range(6))],
+        *[f"trunk_output.block3.block3-{i}" for i in reversed(range(6))],
+        "trunk_output.block2.block2-2",
+    ],
+    # Inside a dense block every layer reads the outputs of all the layers before it, so the only
+    # valid cuts are between blocks: a block's output (the concatenation) and the transitions.
+    "densenet121": [
+        "classifier",
+        "features.norm5",
+        "features.denseblock4",
+        "features.transition3",
+        "features.denseblock3",
+        "features.transition2",
+        "features.denseblock2",
+        "features.transition1",
+    ],
 }
 
 
@@ -505,11 +544,18 @@ class LayerCuts:
             shown = [*shown[:3], None, *shown[-4:]]
         start = [path[0], None] if split > 1 else path[:split]
         text = " -> ".join("..." if n is None else _label(n) for n in [*start, *shown])
+        concat = any(n.op == "call_function" and n.target in (torch.cat, torch.concat) for n in path)
+        advice = (
+            "a concatenation feeds it earlier outputs, as inside a DenseNet dense block: cut between "
+            "blocks (a dense block's output or a transition)"
+            if concat
+            else "choose layers without skip connections around them (e.g. whole residual blocks "
+            "rather than convolutions inside them)"
+        )
         raise LayerError(
             f"invalid cut: {upper} is reachable from the input without passing through {lower}: "
             f"{text} (= {upper}). Every path from the image to a layer must go through the layer "
-            f"listed under it; choose layers without skip connections around them (e.g. whole "
-            f"residual blocks rather than convolutions inside them)."
+            f"listed under it; {advice}."
         )
 
     def _path_avoiding(self, target: fx.Node, avoid: fx.Node) -> list[fx.Node] | None:
