@@ -135,6 +135,37 @@ def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):
     assert share > 0.5, f"top group {rows[0]['group']}: only {share:.0%} of its exemplars show flowers"
 
 
+def test_commands_against_the_services_print_json_with_json(stack, bee_run, data, tmp_path):
+    """The commands that print results and need Neo4j: `--json` gives one JSON document on stdout
+    (progress and notes go to stderr)."""
+
+    def as_json(*args: str):
+        result = CliRunner(mix_stderr=False).invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output + result.stderr
+        return json.loads(result.stdout)
+
+    run_id = bee_run["run_id"]
+    again = as_json(
+        "ingest", "--model", "planted_cnn", "--images", str(data["images"]), "--class", "bee",
+        "--steps", "16", "--quadrature", "gausslegendre", "--local-patches", str(data["patches"]), "--json",
+    )  # fmt: skip
+    assert again["run_id"] == run_id and again["status"] == "ALREADY_COMPLETE"
+    group = f"{run_id}/block4/g0"
+    assert (
+        as_json("label", "set", "--group", group, "--concept", "json check", "--json")["concept"]
+        == "json check"
+    )
+    assert as_json("label", "remove", "--group", group, "--concept", "json check", "--json")["removed"] == 1
+    report = as_json("report", "--run", run_id, "-o", str(tmp_path / "r.html"), "--json")
+    assert report["run_id"] == run_id and report["exemplars_drawn"] == report["exemplars_shown"] > 0
+    assert report["heatmaps"] > 0  # the run's model is loaded again from what the run recorded
+    up = as_json("stack", "up", "--no-guide", "--json")
+    assert (
+        up["neo4j"]["healthy"] and not up["neo4j"]["started"] and up["neo4j"]["browser"] == stack.browser_url
+    )
+    assert [r["run_id"] for r in as_json("runs", "--json") if r["run_id"] == run_id] == [run_id]
+
+
 def test_manual_labels_are_kept_when_the_bank_labeller_runs_again(driver, bee_run, data):
     group = f"{bee_run['run_id']}/block4/g0"
     _invoke("label", "set", "--group", group, "--concept", "Bee Body")

@@ -109,3 +109,45 @@ def test_reference_scores_use_per_patch_magnitudes():
     att = torch.tensor([[1.0, -2.0], [-1.0, 2.0]])
     assert torch.equal(reference_scores(att), torch.tensor([1.0, 2.0]))
     assert torch.equal(att.sum(0), torch.tensor([0.0, 0.0]))  # the paper's |sum| cancels here
+
+
+def _transformer_segments():
+    """A ViT encoder block and a Swin block as the cuts give them: neurons on dim 1 ([B, D, T]
+    tokens, [B, C, H, W] for Swin's channels-last maps), lower activations from real images."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from ingest.core.layers import LayerCuts
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    swin = SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2], num_heads=[2], window_size=[4, 4], num_classes=5
+    ).eval()
+    cases = {
+        "vit-encoder-block": (vit, ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_0"]),
+        "swin-block": (swin, ["features.1.1", "features.1.0"]),
+    }
+    out = {}
+    images = torch.randn(7, 3, 32, 32)
+    for name, (model, layers) in cases.items():
+        cuts = LayerCuts(model, layers, 32)
+        with torch.no_grad():
+            lower = cuts.activations(images, [layers[1]], means=False)[layers[1]]
+        out[name] = (cuts.segment(layers[0]), lower)
+    return out
+
+
+@pytest.mark.parametrize("name", ["vit-encoder-block", "swin-block"])
+def test_matches_captum_on_transformer_blocks(name):
+    segment, lower = _transformer_segments()[name]
+    assert lower.dim() in (3, 4) and lower.shape[1] == 16  # the residual width is the neuron axis
+    targets = [0, 3, 3, 7, 15, 1]
+    patches = [0, 0, 2, 2, 5, 6]
+    ours = pair_attributions(segment, lower, targets, patches, steps=16, method="gausslegendre")
+    for m, (t, p) in enumerate(zip(targets, patches, strict=True)):
+        ref = _captum(segment, lower[p : p + 1], t, 16, "gausslegendre")[0]
+        scale = ref.abs().max().clamp_min(1e-12)
+        assert torch.allclose(ours[m], ref, rtol=0, atol=1e-4 * float(scale)), (name, m)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 import torchvision
@@ -353,7 +355,7 @@ def test_modern_families_segments_compose_with_random_weights(arch):
     with torch.no_grad():
         acts = cuts.activations(x, means=False)
         assert torch.allclose(acts[cuts.layers[0]], model(x), atol=1e-4)
-        for upper, lower in zip(cuts.layers, cuts.layers[1:], strict=False):
+        for upper, lower in pairwise(cuts.layers):
             assert torch.allclose(cuts.segment(upper)(acts[lower]), acts[upper], atol=1e-4), upper
 
 
@@ -369,3 +371,39 @@ def test_a_cut_inside_a_dense_block_fails_naming_the_concatenation():
         "features.transition3" in text and "without passing through features.denseblock4.denselayer15" in text
     )
     assert "cut between blocks" in text
+
+
+def test_transformer_cuts_see_neurons_channels_first_and_compose():
+    """ViT tokens [B, T, D] and Swin maps [B, H, W, C] come out with the neurons on dim 1; every
+    segment maps the layer below to the layer, and the top is the logits."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    swin = SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[2, 2], num_classes=5
+    ).eval()
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in (2, 1, 0)]
+    cases = [
+        (vit, ["heads.head", *blocks], {blocks[0]: (16, 17)}),  # 16 dims x (16 patch tokens + class)
+        (
+            swin,
+            ["head", "features.3.1", "features.3.0", "features.2", "features.1.1"],
+            {"features.1.1": (16, 8, 8)},
+        ),
+    ]
+    x = torch.randn(3, 3, 32, 32)
+    for model, layers, shapes in cases:
+        cuts = LayerCuts(model, layers, 32)
+        with torch.no_grad():
+            acts = cuts.activations(x, means=False, lowest_input=True)
+            means = cuts.activations(x)
+            assert torch.allclose(acts[layers[0]], model(x), atol=1e-5)
+            for upper, lower in pairwise(layers):
+                assert torch.allclose(cuts.segment(upper)(acts[lower]), acts[upper], atol=1e-5), upper
+        for name, shape in shapes.items():
+            assert cuts.shape(name) == shape and cuts.width(name) == shape[0]
+            assert torch.allclose(means[name], acts[name].flatten(2).mean(2))

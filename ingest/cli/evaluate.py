@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT, SEED, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
@@ -103,6 +104,7 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     "--ks", default="30,50,70,90,110,150,190", show_default=True, callback=_ints, help="(d) values of k."
 )
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random sets.")
+@json_option
 def evaluate_command(
     run: RunRef,
     held_out: str | None,
@@ -117,6 +119,7 @@ def evaluate_command(
     max_single: int | None,
     ks: tuple[int, ...],
     seed: int,
+    as_json: bool,
 ) -> None:
     """Run the paper's checks: (a) optimality, (b) fidelity, (c) correlation, (d) k-stability.
 
@@ -240,8 +243,11 @@ def evaluate_command(
         with graph() as (_cfg, driver):
             write_evaluation(driver, circuit.run_id, result)
         click.echo(f"stored on Run {circuit.run_id} (evaluation_json, eval_* properties)", err=True)
-    click.echo(f"wrote {out / 'evaluation.json'} and {len(plots)} plots to {out}")
     from graphmodel.evaluations import headline
 
+    if as_json:
+        echo_json({"evaluation": str(out / "evaluation.json"), "plots": plots, "headline": headline(result)})
+        return
+    click.echo(f"wrote {out / 'evaluation.json'} and {len(plots)} plots to {out}")
     for key, value in headline(result).items():
         click.echo(f"  {key}: {value:.3f}")

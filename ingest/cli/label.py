@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import click
 
-from ingest.cli.options import progress_bar
+from ingest.cli.options import echo_json, json_option, progress_bar
 from ingest.cli.ranges import COUNT, SCORE
 from ingest.cli.run_opener import RunRef, graph, open_stored_run
 
@@ -59,6 +59,7 @@ def _bank_options(fn):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Weights file, if moved.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_bank_options
+@json_option
 @click.pass_context
 def label_group(
     ctx: click.Context,
@@ -70,6 +71,7 @@ def label_group(
     top: int,
     min_score: float,
     no_semantic_groups: bool,
+    as_json: bool,
 ) -> None:
     """Label a run's neuron groups and semantic groups with concepts.
 
@@ -112,6 +114,19 @@ def label_group(
     best = defaultdict(list)
     for label in labels:
         best[label.group_id].append(label)
+    if as_json:
+        echo_json(
+            {
+                "run_id": run_id,
+                "written": written,
+                "groups": len(best),
+                "labels": [
+                    {"group_id": lab.group_id, "concept": lab.concept, "score": lab.score, "rank": lab.rank}
+                    for lab in labels
+                ],
+            }
+        )
+        return
     click.echo(f"run {run_id}: {written} concept-bank labels on {len(best)} groups")
     for group in opened.circuit.neuron_groups:
         shown = ", ".join(f"{lab.concept} {lab.score:.2f}" for lab in best.get(group.ng_id, []))
@@ -124,7 +139,8 @@ def label_group(
 @click.option(
     "--score", default=1.0, show_default=True, type=SCORE, help="Your confidence, stored as the score."
 )
-def label_set(group_id: str, concept: str, score: float) -> None:
+@json_option
+def label_set(group_id: str, concept: str, score: float, as_json: bool) -> None:
     """Add a manual label to one group (other labels stay).
 
     \b
@@ -139,6 +155,9 @@ def label_set(group_id: str, concept: str, score: float) -> None:
             result = set_label(driver, group_id, concept, score=score)
         except (GraphStoreError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json({"group_id": group_id, **result})
+        return
     click.echo(
         f"{result['kind']} {group_id}: LABELED {{method: manual, score: {score}}} -> {result['concept']}"
     )
@@ -148,7 +167,8 @@ def label_set(group_id: str, concept: str, score: float) -> None:
 @click.option("--group", "group_id", required=True, help="Neuron group or semantic group id.")
 @click.option("--concept", required=True, help="Concept name.")
 @click.option("--method", default="manual", show_default=True, help="Which labeller's label to remove.")
-def label_remove(group_id: str, concept: str, method: str) -> None:
+@json_option
+def label_remove(group_id: str, concept: str, method: str, as_json: bool) -> None:
     """Remove one label from a group.
 
     \b
@@ -161,4 +181,7 @@ def label_remove(group_id: str, concept: str, method: str) -> None:
         removed = remove_label(driver, group_id, concept, method=method)
     if not removed:
         raise click.ClickException(f"{group_id} has no {method} label {concept!r}")
+    if as_json:
+        echo_json({"group_id": group_id, "concept": concept, "method": method, "removed": removed})
+        return
     click.echo(f"removed {method} label {concept!r} from {group_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ingest.cli.options import progress_bar
+from ingest.cli.options import echo_json, json_option, progress_bar
 
 
 @click.command(name="clip")
@@ -56,6 +56,7 @@ from ingest.cli.options import progress_bar
     show_default=True,
     help="Patches per forward pass.",
 )
+@json_option
 def clip_command(
     run_id: str,
     arch: str,
@@ -67,6 +68,7 @@ def clip_command(
     semantic_groups: bool,
     device: str,
     batch_size: int,
+    as_json: bool,
 ) -> None:
     """Label a run's neuron groups with the vocabulary concepts their exemplar patches are most similar
     to under a CLIP model (needs the optional extra: pip install 'neurflow-graph[clip]').
@@ -117,6 +119,18 @@ def clip_command(
             raise click.ClickException(str(exc)) from exc
     for line in result.skipped:
         click.echo(f"skipped {line}", err=True)
+    if as_json:
+        echo_json(
+            {
+                "run_id": run_id,
+                "labels": result.labels,
+                "groups": result.groups,
+                "patches": result.patches,
+                "seconds": result.seconds,
+                "skipped": list(result.skipped),
+            }
+        )
+        return
     click.echo(
         f"run {run_id}: {result.labels} clip labels on {result.groups} groups ({result.patches} patches "
         f"embedded) in {result.seconds:.1f} s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ingest.cli.options import aliased, deprecated_alias
+from ingest.cli.options import aliased, deprecated_alias, echo_json, json_option
 from ingest.cli.ranges import SECONDS, Bounded
 from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
 
@@ -58,6 +58,7 @@ from ingest.labelling.mllm import KEY_ENV, MODEL_ENV, URL_ENV
     type=Bounded(float, 0.0, 2.0, why="the sampling temperature of OpenAI-compatible APIs"),
     help="Sampling temperature (default: the server's).",
 )
+@json_option
 def mllm_command(
     run_id: str,
     url: str | None,
@@ -70,6 +71,7 @@ def mllm_command(
     timeout: float,
     retries: int,
     temperature: float | None,
+    as_json: bool,
 ) -> None:
     """Caption every neuron group of a run with a multimodal LLM (the paper's App. G prompts) and explain
     how each group forms from its highest-weighted child groups in the layer below (Sec. 5.2).
@@ -128,6 +130,19 @@ def mllm_command(
             )
         except (mllm.MllmError, GraphStoreError, PatchStoreError, StackError) as exc:
             raise click.ClickException(str(exc)) from exc
+    if as_json and not result.failed:
+        echo_json(
+            {
+                "run_id": run_id,
+                "labels": result.labels,
+                "explanations": result.explanations,
+                "forms": result.forms,
+                "requests": result.requests,
+                "seconds": result.seconds,
+                "skipped": list(result.skipped),
+            }
+        )
+        return
     click.echo(
         f"run {run_id}: {result.labels} groups labelled (LABELED method 'mllm'), {result.explanations} "
         f"formations explained ({result.forms} FORMS relationships); {result.requests} requests in "

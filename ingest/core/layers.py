@@ -137,6 +137,20 @@ DEFAULT_LAYERS: dict[str, list[str]] = {
         *[f"trunk_output.block3.block3-{i}" for i in reversed(range(6))],
         "trunk_output.block2.block2-2",
     ],
+    # Transformers: whole encoder blocks (their two residual additions stay inside a segment); a
+    # neuron is one dimension of the residual stream at a block's output, averaged over all tokens.
+    **{
+        vit: ["heads.head", *[f"encoder.layers.encoder_layer_{i}" for i in range(11, 3, -1)]]
+        for vit in ("vit_b_16", "vit_b_32")
+    },
+    # Swin keeps its maps channels last ([B, H, W, C]); the cuts turn them channels first.
+    "swin_t": [
+        "head",
+        "features.7.1",
+        "features.7.0",
+        *[f"features.5.{i}" for i in reversed(range(6))],
+        "features.3.1",
+    ],
     # Inside a dense block every layer reads the outputs of all the layers before it, so the only
     # valid cuts are between blocks: a block's output (the concatenation) and the transitions.
     "densenet121": [
@@ -456,6 +470,7 @@ class LayerCuts:
             self._check_cut(upper, lower)
         self._cache: dict[object, fx.GraphModule] = {}
         self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._layouts: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up and validation
 
@@ -677,17 +692,27 @@ class LayerCuts:
         return self.layers[i + 1] if i + 1 < len(self.layers) else None
 
     def prefix(self, name: str) -> nn.Module:
-        """image batch -> output of `name`."""
+        """image batch -> output of `name` (channels first, see `channels_last`)."""
         node = self._out[self._listed(name)]
-        return self._subgraph(("prefix", name), {name: node}, None, as_dict=False)
+        inner = self._subgraph(("prefix", name), {name: node}, None, as_dict=False)
+        return _ChannelsFirst(inner, None, self._layout(name))
 
     def segment(self, upper: str) -> nn.Module:
-        """output of below(upper) -> output of `upper`."""
+        """output of below(upper) -> output of `upper`, both channels first."""
         lower = self.below(upper)
         if lower is None:
             raise LayerError(f"{upper!r} is the lowest listed layer: it has a prefix, no segment")
         top, cut = self._out[upper], self._out[lower]
-        return self._subgraph(("segment", upper), {upper: top}, cut, as_dict=False)
+        inner = self._subgraph(("segment", upper), {upper: top}, cut, as_dict=False)
+        return _ChannelsFirst(inner, self._layout(lower), self._layout(upper))
+
+    def _layout(self, name: str) -> str:
+        """How a listed layer's output (or "<lowest>:input") holds its neurons: "tokens" [B, T, D]
+        (transformer blocks), "nhwc" [B, H, W, C] (Swin stages), else channels first."""
+        base = split_use(name.split(":", 1)[0])[0]
+        if base not in self._layouts:
+            self._layouts[base] = "nhwc" if channels_last(self._modules[base]) else "cf"
+        return self._layouts[base]
 
     def activations(
         self,
@@ -699,7 +724,11 @@ class LayerCuts:
     ) -> dict[str, Tensor]:
         """The listed layers' outputs from one forward pass.
 
-        With means=True a [B, C, H, W] output becomes its spatial mean [B, C]. With
+        Outputs are channels first: [B, C, H, W] maps, [B, D, T] tokens (a transformer's [B, T, D]
+        transposed: every residual dimension is a neuron over T positions), [B, C] units; a Swin
+        stage's [B, H, W, C] is permuted to [B, C, H, W]. With means=True a neuron's positions are
+        averaged (the paper's spatial mean; for tokens, over all T tokens, the class token included:
+        it is the position the head reads). With
         lowest_input=True the tensor entering the lowest listed layer is also returned, under
         "<lowest>:input": the representative space of the lowest layer's semantic groups.
         """
@@ -712,7 +741,8 @@ class LayerCuts:
                 raise LayerError(f"the input of layer {lowest!r} is not a single tensor")
             outputs[f"{lowest}:input"] = entering
         key = ("activations", wanted, lowest_input)
-        result = self._subgraph(key, outputs, None, as_dict=True)(x)
+        raw = self._subgraph(key, outputs, None, as_dict=True)(x)
+        result = {k: to_channels_first(v, self._layout(k)) for k, v in raw.items()}
         return {k: _spatial_mean(k, v) for k, v in result.items()} if means else result
 
     def representative_keys(self) -> dict[str, str]:
@@ -735,21 +765,64 @@ class LayerCuts:
         return self._shapes[name]
 
     def width(self, name: str) -> int:
-        """Number of channels (conv) or units (linear) of the layer output."""
+        """Number of neurons of the layer output: channels (conv), units (linear) or the residual
+        dimension (transformer tokens)."""
         shape = self.shape(name)
-        if len(shape) not in (1, 3):
+        if len(shape) not in (1, 2, 3):
             raise LayerError(
-                f"layer {name!r} outputs shape {list(shape)}; expected [C] units or [C, H, W] maps"
+                f"layer {name!r} outputs shape {list(shape)}; expected [C] units, [D, T] tokens or "
+                "[C, H, W] maps"
             )
         return shape[0]
 
 
+def channels_last(module: nn.Module) -> bool:
+    """Whether a 4-d output of `module` is [B, H, W, C]: Swin blocks and patch merging (torchvision
+    and timm) keep their feature maps channels last. A container is judged by its last module."""
+    while isinstance(module, nn.Sequential | nn.ModuleList) and len(module):
+        module = module[-1]
+    name = type(module).__name__
+    return "Swin" in name or "PatchMerging" in name
+
+
+def to_channels_first(value: Tensor, layout: str = "cf") -> Tensor:
+    """A layer output with its neurons on dim 1: tokens [B, T, D] -> [B, D, T], and [B, H, W, C] ->
+    [B, C, H, W] when `layout` is "nhwc"."""
+    if value.dim() == 3:
+        return value.transpose(1, 2)
+    if value.dim() == 4 and layout == "nhwc":
+        return value.permute(0, 3, 1, 2)
+    return value
+
+
+def from_channels_first(value: Tensor, layout: str = "cf") -> Tensor:
+    """The inverse of `to_channels_first`: what the model's own code expects."""
+    if value.dim() == 3:
+        return value.transpose(1, 2)
+    if value.dim() == 4 and layout == "nhwc":
+        return value.permute(0, 2, 3, 1)
+    return value
+
+
+class _ChannelsFirst(nn.Module):
+    """A cut seen with its neurons on dim 1 at both ends, whatever layout the model uses inside."""
+
+    def __init__(self, inner: nn.Module, lower: str | None, upper: str):
+        super().__init__()
+        self.inner, self.lower, self.upper = inner, lower, upper
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.lower is not None:
+            x = from_channels_first(x, self.lower)
+        return to_channels_first(self.inner(x), self.upper)
+
+
 def _spatial_mean(name: str, value: Tensor) -> Tensor:
-    if value.dim() == 4:
-        return value.mean(dim=(2, 3))
+    if value.dim() in (3, 4):
+        return value.flatten(2).mean(2)
     if value.dim() == 2:
         return value
     raise LayerError(
         f"layer {name!r} outputs shape {list(value.shape)}; neuron activations need "
-        f"[B, C, H, W] feature maps or [B, C] units"
+        f"[B, C, H, W] feature maps, [B, T, D] tokens or [B, C] units"
     )
