@@ -407,3 +407,15 @@ def test_transformer_cuts_see_neurons_channels_first_and_compose():
         for name, shape in shapes.items():
             assert cuts.shape(name) == shape and cuts.width(name) == shape[0]
             assert torch.allclose(means[name], acts[name].flatten(2).mean(2))
+
+
+def test_a_cut_at_a_vit_blocks_mlp_fails_naming_the_skip_path():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    with pytest.raises(
+        LayerError, match=r"without passing through encoder.layers.encoder_layer_1.mlp: .*\(add\)"
+    ):
+        LayerCuts(vit, ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_1.mlp"], 32)
