@@ -54,7 +54,7 @@ class LayerRecord:
     name: str
     depth: int  # 0 = the output layer, counting down the listed layers
     width: int  # channels (conv) or units (linear)
-    kind: str  # "conv" or "linear"
+    kind: str  # "conv" ([C, H, W] maps), "tokens" (a transformer's [D, T]) or "linear" ([C] units)
 
 
 @dataclass

@@ -154,3 +154,41 @@ def test_resume_below_finished_layers_gives_the_same_circuit(setup):
     a, b = run.circuit.to_dict(), circuit.to_dict()
     a.pop("stats"), b.pop("stats")
     assert a == b
+
+
+@pytest.mark.parametrize(
+    ("factory", "layers", "kind"),
+    [
+        (
+            "tests.tiny_transformers:tiny_vit",
+            ["heads.head", "encoder.layers.encoder_layer_2", "encoder.layers.encoder_layer_1"],
+            "tokens",
+        ),
+        (
+            "tests.tiny_transformers:tiny_swin",
+            ["head", "features.3.1", "features.3.0", "features.1.1"],
+            "conv",
+        ),
+    ],
+)
+def test_a_transformer_circuit_extracts_end_to_end(tmp_path, factory, layers, kind):
+    """A user's transformer through `module:factory`: the whole method runs on token and
+    channels-last layers, and the circuit's records are consistent."""
+    from ingest.core.circuit import ExtractConfig, extract_circuit
+    from ingest.core.models import load_model
+    from ingest.core.patches import list_images, load_images, to_model_input
+    from ingest.core.tau import parse_tau
+    from ingest.planted.data import write_image_folder
+
+    model = load_model(factory, device="cpu", input_size=64)
+    images = write_image_folder(tmp_path / "bee", "bee", 6, seed=1)
+    pixels = load_images(list_images(images), 64)
+    with torch.no_grad():
+        predicted = model.module(to_model_input(pixels, model.mean, model.std)).argmax(1)
+    class_index = int(predicted.mode().values)  # random weights: explain the class it predicts
+    cfg = ExtractConfig(layers=layers, tau=parse_tau("4"), k=5, steps=4)
+    circuit, _ = extract_circuit(model, images, class_index, cfg)
+    assert [layer.kind for layer in circuit.layers[1:]] == [kind] * (len(layers) - 1)
+    assert circuit.neuron_groups and circuit.group_edges and circuit.semantic_groups
+    widths = {layer.name: layer.width for layer in circuit.layers}
+    assert all(0 <= n.index < widths[n.layer] for n in circuit.neurons)

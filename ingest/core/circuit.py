@@ -276,7 +276,7 @@ def iter_circuit(
         groups = neuron_groups(name, sgs, run_id, cfg.max_neuron_groups)
         edges = group_edges(groups, upper_groups, upper_hyperedges)
         yield LayerStep(
-            layer=LayerRecord(name, depth, cuts.width(name), "conv" if _is_conv(ctx, name) else "linear"),
+            layer=LayerRecord(name, depth, cuts.width(name), layer_kind(cuts, name)),
             neurons=neurons,
             semantic_groups=sgs,
             hyperedges=hyperedges,
@@ -292,10 +292,9 @@ def iter_circuit(
             raise RuntimeError(f"no core concept neurons were selected below {name}")
 
 
-def _is_conv(ctx: _Context, name: str) -> bool:
-    with torch.no_grad():
-        out = ctx.cuts.prefix(name)(ctx.inputs(slice(0, 1)))
-    return out.dim() > 2
+def layer_kind(cuts: LayerCuts, name: str) -> str:
+    """ "conv" for [C, H, W] maps, "tokens" for a transformer's [D, T], "linear" for [C] units."""
+    return {3: "conv", 2: "tokens"}.get(len(cuts.shape(name)), "linear")
 
 
 @dataclass
