@@ -17,6 +17,7 @@ torch.set_num_threads(2)
 
 HELPER = "nf_test_model_factories"
 HELPER_SOURCE = """
+import torch
 from torch import nn
 
 def small_net(num_classes=3):
@@ -27,6 +28,21 @@ def small_net(num_classes=3):
 
 def feature_map():
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+
+def pretrained_net():
+    # a factory that loads weights of its own and says how its inputs are prepared
+    torch.manual_seed(11)
+    net = small_net(num_classes=2)
+    net.neurflow_preprocessing = {
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": 40,
+        "classes": ["cat", "dog"], "layers": ["4", "1"],
+    }
+    return net
+
+def bad_declaration():
+    net = small_net()
+    net.neurflow_preprocessing = {"means": [0.5, 0.5, 0.5]}
+    return net
 """
 
 
@@ -115,6 +131,20 @@ def test_entry_point_factory(tmp_path, factories):
     inferred = load_model(f"{factories}:small_net", path, input_size=32)
     assert inferred.num_classes == 7
     assert _same_outputs(inferred.module, source.eval(), size=32)
+
+
+def test_a_factory_declares_its_preprocessing_and_is_named_by_its_parameters(factories):
+    """A factory that loads weights of its own (from a package) is not 'random': its model id is a
+    hash of its parameters, and what it declares stands in for a sidecar."""
+    loaded = load_model(f"{factories}:pretrained_net")
+    again = load_model(f"{factories}:pretrained_net")
+    assert loaded.model_id == again.model_id and "random" not in loaded.model_id
+    assert loaded.weights_sha256 and loaded.model_id.endswith(loaded.weights_sha256[:12])
+    assert (loaded.mean, loaded.std, loaded.input_size) == ((0.5,) * 3, (0.25,) * 3, 40)
+    assert loaded.class_names == ["cat", "dog"] and loaded.default_layers == ["4", "1"]
+    assert loaded.preprocessing_note is None
+    with pytest.raises(ModelError, match="unknown keys \\['means'\\]"):
+        load_model(f"{factories}:bad_declaration", input_size=32)
 
 
 def test_non_classifier_is_refused(factories):

@@ -3,10 +3,9 @@ docs/audit.md); results are printed and stored on the graph as `AuditResult` nod
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT, SCORE, SEED
 from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
 
@@ -44,7 +43,7 @@ from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
     "--random-sets", default=10, show_default=True, type=COUNT, help="Random same-size groups per group."
 )
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random groups.")
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@json_option
 def audit_command(
     run: RunRef,
     expected: str,
@@ -95,7 +94,7 @@ def audit_command(
             raise click.ClickException(str(exc)) from None
         result = [f.as_dict() for f in findings]
     if as_json:
-        click.echo(json.dumps({"audit_id": ident, "findings": result}, indent=1))
+        echo_json({"audit_id": ident, "findings": result})
         return
     if not findings:
         click.echo(

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from dataclasses import asdict
 
 import click
 
+from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT
 
 
@@ -35,7 +35,7 @@ _spec_arg = click.argument("spec_path", metavar="SPEC", type=click.Path(exists=T
 _classes_opt = click.option(
     "--classes", help='Override the spec\'s classes: "all", names or indices, ranges ("0-9,15").'
 )
-_json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_json_opt = json_option
 
 
 @click.group(name="campaign")
@@ -65,21 +65,17 @@ def plan_command(spec_path: str, classes: str | None, as_json: bool) -> None:
     spec, plan = _spec_and_plan(spec_path, classes)
     estimate = _estimate(plan)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "campaign_id": spec.campaign_id,
-                    "name": spec.name,
-                    "jobs": [
-                        {"key": j.key, "class_index": j.class_index, "images": len(j.files)}
-                        for j in plan.jobs
-                    ],
-                    "pool": plan.readings,
-                    "empty": plan.empty,
-                    "estimate_seconds": estimate,
-                },
-                indent=1,
-            )
+        echo_json(
+            {
+                "campaign_id": spec.campaign_id,
+                "name": spec.name,
+                "jobs": [
+                    {"key": j.key, "class_index": j.class_index, "images": len(j.files)} for j in plan.jobs
+                ],
+                "pool": plan.readings,
+                "empty": plan.empty,
+                "estimate_seconds": estimate,
+            }
         )
         return
     click.echo(f"campaign {spec.name} ({spec.campaign_id}): {len(plan.jobs)} jobs, engine {spec.engine}")
@@ -193,7 +189,7 @@ def run_command(
         finally:
             bar.close()
     if as_json:
-        click.echo(json.dumps({**asdict(report), "results": [asdict(r) for r in report.results]}, indent=1))
+        echo_json({**asdict(report), "results": [asdict(r) for r in report.results]})
     else:
         _summary(report)
     if any(r.status == "FAILED" for r in report.results):
@@ -251,7 +247,7 @@ def status_command(spec_path: str, as_json: bool) -> None:
             f"`neurflow campaign run {spec_path}`"
         )
     if as_json:
-        click.echo(json.dumps([asdict(s) for s in states], indent=1))
+        echo_json([asdict(s) for s in states])
         return
     for s in states:
         click.echo(f"{s.job:<40}{status_text(s):<16}{s.run_id or '-':<18}{s.error or ''}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ingest.analysis.debug_ranking import DEFAULT_THRESHOLD, RANKINGS
-from ingest.cli.options import progress_bar
+from ingest.cli.options import echo_json, json_option, progress_bar
 from ingest.cli.ranges import COUNT, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
@@ -69,7 +69,7 @@ def _label_text(labels: dict, group_id: str, truth: dict[str, float]) -> str:
     type=click.Path(file_okay=False),
     help="Write IMAGE-debug.png (contact sheet of the top groups' crops) and IMAGE-debug.json here.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")
+@json_option
 def debug_command(
     image: str,
     run: RunRef,
@@ -195,7 +195,7 @@ def debug_command(
             name = short_id(circuit, effect.group_id).replace("/", "_")
             written.append(drop_sheet(effect, folder_images, out / f"{stem}-mask-{name}.png"))
     if as_json:
-        click.echo(json.dumps(payload, indent=1))
+        echo_json(payload)
         return
     _print_table(result, circuit, label_of, top_n, short_id)
     if effect:

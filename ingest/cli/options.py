@@ -55,11 +55,23 @@ def resolve_class(spec: str, names: list[str] | None, num_classes: int) -> int:
 
 
 def json_option(fn: Callable) -> Callable:
-    """``--json``: the command prints its result as one JSON object on stdout (progress and notes
-    stay on stderr), for scripts."""
+    """``--json``: the command prints its result as one JSON object on stdout, for scripts. While it
+    runs, anything else written to stdout (a model package's "Loaded weights" line, say) goes to
+    stderr, so stdout parses."""
+    import contextlib
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, as_json: bool = False, **kwargs):
+        if not as_json:
+            return fn(*args, as_json=False, **kwargs)
+        click.get_current_context().meta["json_stdout"] = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return fn(*args, as_json=True, **kwargs)
+
     return click.option(
         "--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout."
-    )(fn)
+    )(run)
 
 
 def deprecated_alias(old: str, new: str, dest: str, type_=None) -> Callable:
@@ -81,9 +93,12 @@ def aliased(ctx: click.Context, dest: str, value):
 
 
 def echo_json(data) -> None:
+    """`data` as JSON on the command's real stdout (see `json_option`)."""
     import json
 
-    click.echo(json.dumps(data, indent=1, default=str))
+    ctx = click.get_current_context(silent=True)
+    out = ctx.meta.get("json_stdout") if ctx is not None else None
+    click.echo(json.dumps(data, indent=1, default=str), file=out)
 
 
 def progress_bar(desc: str, total: int, *, unit: str = "pair", leave: bool = True) -> Callable[[int], None]:

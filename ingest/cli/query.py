@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ingest.cli.options import echo_json, json_option
+
 CELL_CHARS = 60
 
 
@@ -54,7 +56,7 @@ def _parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the canned queries and their parameters.")
 @click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE", help="A query parameter.")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@json_option
 @click.option(
     "--browser-assets",
     "assets_dir",
@@ -103,7 +105,7 @@ def query_command(
                 }
                 for q in list_queries().values()
             ]
-            click.echo(json.dumps(listed, indent=1, default=str))
+            echo_json(listed)
             return
         for line in _list_lines():
             click.echo(line)
@@ -119,7 +121,7 @@ def query_command(
     except (GraphStoreError, QueryError, StackError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(rows, indent=1, default=str))
+        echo_json(rows)
     else:
         for line in table_lines(rows):
             click.echo(line)

@@ -3,11 +3,11 @@ process still holds it (its heartbeat, graphmodel/run_lease.py) or it was left b
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 import click
 
+from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT
 from ingest.cli.run_opener import graph
 
@@ -30,7 +30,7 @@ def status_text(state) -> str:
 @click.option(
     "--limit", default=200, show_default=True, type=COUNT, help="At most this many runs, newest first."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def runs_command(model_id: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """List the runs in the graph: id, status, model, class, layers done.
 
@@ -45,19 +45,16 @@ def runs_command(model_id: str | None, status: str | None, limit: int, as_json: 
     with graph() as (_cfg, driver):
         rows = list_runs(driver, model_id=model_id, status=status, limit=limit)
     if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        **asdict(r.state),
-                        "model_id": r.model_id,
-                        "class_index": r.class_index,
-                        "class_name": r.class_name,
-                    }
-                    for r in rows
-                ],
-                indent=1,
-            )
+        echo_json(
+            [
+                {
+                    **asdict(r.state),
+                    "model_id": r.model_id,
+                    "class_index": r.class_index,
+                    "class_name": r.class_name,
+                }
+                for r in rows
+            ]
         )
         return
     if not rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 
@@ -97,7 +96,7 @@ def stack_status(as_json: bool) -> None:
 
     report = _stack_call(status, _stack_call(load_config))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
     else:
         _print_table(report)
     if not all(entry["healthy"] for entry in report.values()):

@@ -106,6 +106,8 @@ def load_model(
         arch = model
         net = _build_with_weights(model, builder, payload, path, num_classes, seed)
 
+    declared = _declared_preprocessing(net, model)
+    sidecar = {**declared, **sidecar}  # a sidecar file wins over what the factory declares
     size = int(input_size or sidecar.get("input_size") or _default_input_size(model))
     net = net.to(dev).eval()
     out_classes = _check_classifier(net, size, dev, arch)
@@ -113,7 +115,11 @@ def load_model(
         raise ModelError(f"{arch} outputs {out_classes} classes but num_classes={num_classes} was asked for")
     names = _class_names(model, sidecar, out_classes, path)
     sha = _sha256(path) if path is not None else None
-    if sha is None:
+    if sha is None and ":" in model:
+        # A factory may load weights of its own (from a package): name the model by its parameters.
+        sha = _state_sha256(net)
+        log.info("%s: no weights file; the model is as its factory built it (id from its parameters)", model)
+    elif sha is None:
         log.warning("%s: no weights given, using a random initialisation (seed %d)", model, seed)
     return LoadedModel(
         module=net,
@@ -125,7 +131,7 @@ def load_model(
         std=_triple(sidecar.get("std"), _default_norm(model, "STD", IMAGENET_STD), "std"),
         num_classes=out_classes,
         class_names=names,
-        default_layers=_layers_for(model, net),
+        default_layers=sidecar.get("layers") or _layers_for(model, net),
         spec=model,
         weights_path=str(Path(weights).resolve()) if weights is not None else None,
         preprocessing_note=_preprocessing_note(model, sidecar_path, sidecar, size),
@@ -374,6 +380,36 @@ def _read_sidecar(side: Path) -> dict:
     if not isinstance(data, dict):
         raise ModelError(f"sidecar {side} must hold a JSON object with classes/input_size/mean/std")
     return data
+
+
+PREPROCESSING_ATTR = "neurflow_preprocessing"
+
+
+def _declared_preprocessing(net: nn.Module, model: str) -> dict:
+    """What a factory's module declares in `neurflow_preprocessing` (the keys of a sidecar JSON:
+    mean, std, input_size, classes, and layers, the default layer list), checked like a sidecar."""
+    declared = getattr(net, PREPROCESSING_ATTR, None)
+    if declared is None:
+        return {}
+    if not isinstance(declared, dict):
+        raise ModelError(f"{model}: {PREPROCESSING_ATTR} must be a dict, not {type(declared).__name__}")
+    unknown = sorted(set(declared) - {"mean", "std", "input_size", "classes", "layers"})
+    if unknown:
+        raise ModelError(
+            f"{model}: {PREPROCESSING_ATTR} has unknown keys {unknown}; use mean, std, input_size, "
+            "classes, layers"
+        )
+    return dict(declared)
+
+
+def _state_sha256(net: nn.Module) -> str:
+    """A content hash of a module's parameters and buffers (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _sha256(path: Path) -> str:
