@@ -644,18 +644,21 @@ class LayerCuts:
         if self._static is None:
             from torch.fx.passes.shape_prop import ShapeProp
 
-            param = next(self.module.parameters(), None)
-            device = param.device if param is not None else torch.device("cpu")
-            dtype = param.dtype if param is not None else torch.float32
-            probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device, dtype=dtype)
             with torch.no_grad():
-                ShapeProp(fx.GraphModule(self.module, self._graph)).propagate(probe)
+                ShapeProp(fx.GraphModule(self.module, self._graph)).propagate(self._probe())
             self._static = {
                 n: tuple(n.meta["tensor_meta"].shape[1:])
                 for n in self._graph.nodes
                 if hasattr(n.meta.get("tensor_meta"), "shape")
             }
         return self._static
+
+    def _probe(self) -> Tensor:
+        """One black image of the input size, on the model's device and in its dtype."""
+        param = next(self.module.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None else torch.float32
+        return torch.zeros(1, 3, self.input_size, self.input_size, device=device, dtype=dtype)
 
     def _shape_from(self, graph: fx.Graph, read: fx.Node, segment_input: fx.Node) -> fx.Node:
         """`read` (a shape read of a tensor outside the segment) rebuilt inside it: dimension 0 is the
@@ -755,12 +758,8 @@ class LayerCuts:
         """Output shape of a listed layer for one image of `input_size`, without the batch."""
         self._listed(name)
         if self._shapes is None:
-            param = next(self.module.parameters(), None)
-            device = param.device if param is not None else torch.device("cpu")
-            dtype = param.dtype if param is not None else torch.float32
-            probe = torch.zeros(1, 3, self.input_size, self.input_size, device=device, dtype=dtype)
             with torch.no_grad():
-                acts = self.activations(probe, means=False)
+                acts = self.activations(self._probe(), means=False)
             self._shapes = {k: tuple(v.shape[1:]) for k, v in acts.items()}
         return self._shapes[name]
 

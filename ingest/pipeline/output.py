@@ -182,17 +182,7 @@ def circuit_summary(circuit: Circuit, *, semantic_groups: bool = True) -> dict:
 def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str]:
     """A per-layer summary table, then (with ground truth) the purity of every group; without
     ``semantic_groups`` only the neuron groups' (a few dozen rows instead of hundreds)."""
-    by_layer: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for n in circuit.neurons:
-        by_layer[n.layer]["neurons"] += 1
-    for sg in circuit.semantic_groups:
-        by_layer[sg.layer]["sgs"] += 1
-    for g in circuit.neuron_groups:
-        by_layer[g.layer]["ngs"] += 1
-    for e in circuit.hyperedges:
-        by_layer[e.child_layer]["hyper"] += 1
-    timings = circuit.stats.get("layers", {})
-    purity = circuit.stats.get("purity") or []
+    summary = circuit_summary(circuit, semantic_groups=semantic_groups)
     lines = [
         f"run {circuit.run_id}  model {circuit.model_id}  class {circuit.class_index}"
         f"{f' ({circuit.class_name})' if circuit.class_name else ''}  "
@@ -202,25 +192,21 @@ def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str
         f"{'layer':<14}{'width':>7}{'neurons':>9}{'sem.grp':>9}{'nrn.grp':>9}"
         f"{'edges↑':>9}{'pairs':>8}{'sec':>8}{'NG purity':>11}",
     ]
-    for layer in circuit.layers:
-        stats = by_layer[layer.name]
-        t = timings.get(layer.name, {})
-        ng_purity = [r["purity"] for r in purity if r["layer"] == layer.name and r["kind"] == "neuron_group"]
-        mean_purity = f"{np.mean(ng_purity):.2f}" if ng_purity else "-"
+    for row in summary["layers"]:
+        mean = row["neuron_group_purity"]
         lines.append(
-            f"{layer.name:<14}{layer.width:>7}{stats['neurons']:>9}{stats['sgs']:>9}"
-            f"{stats['ngs']:>9}{stats['hyper']:>9}{t.get('pairs', 0):>8}"
-            f"{t.get('seconds', 0):>8.1f}{mean_purity:>11}"
+            f"{row['name']:<14}{row['width']:>7}{row['neurons']:>9}{row['semantic_groups']:>9}"
+            f"{row['neuron_groups']:>9}{row['hyperedges']:>9}{row['pairs']:>8}"
+            f"{row['seconds']:>8.1f}{f'{mean:.2f}' if mean is not None else '-':>11}"
         )
-    if purity:
-        rates = ", ".join(f"{c} {v:.2f}" for c, v in base_rates(circuit).items())
+    shown, hidden = summary["purity"], summary["purity_rows_left_out"]
+    if shown or hidden:
+        rates = ", ".join(f"{c} {v:.2f}" for c, v in summary["base_rates"].items())
         lines += [
             "",
             "ground-truth purity (share of a group's patches containing its dominant concept)",
             f"base rates over all {len(circuit.patches)} patches: {rates}",
         ]
-        shown = purity if semantic_groups else [r for r in purity if r["kind"] == "neuron_group"]
-        hidden = len(purity) - len(shown)
         for layer in circuit.layer_names():
             rows = [r for r in shown if r["layer"] == layer]
             lines.append(f"-- {layer}")
