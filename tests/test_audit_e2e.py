@@ -220,6 +220,24 @@ def test_audit_ranks_the_planted_concept_and_masking_removes_the_bias(driver, be
     assert records and records[0]["rank"] == flower["rank"] and flower["best_group"] in records[0]["tested"]
 
 
+def test_pairs_that_move_nothing_give_no_percentage(bee_run, data, tmp_path):
+    """With-concept images identical to the without ones: the shift is zero, and the audit says so in
+    one line instead of dividing by it (it once printed "bias removed 642 %")."""
+    import shutil
+
+    same = tmp_path / "same"
+    shutil.copytree(data["pairs"] / "without", same / "without")
+    shutil.copytree(data["pairs"] / "without", same / "with")
+    out = _invoke(
+        "audit", "--run", bee_run["run_id"], "--expected", EXPECTED, "--pairs", str(same),
+        "--class-images", str(data["held_out"]),
+    )  # fmt: skip
+    assert "mean shift of P(class) +0.0000 (95 % CI +0.0000 to +0.0000, 80 pairs): no measurable shift" in out
+    rows = out[out.index("bias rm") :].splitlines()[1:]
+    findings = [r for r in rows if r[:1].isdigit()]
+    assert findings and all(r.split()[6] == "-" and "%" not in r.split()[6] for r in findings), rows
+
+
 def test_audit_without_bias_images_is_a_usage_error(bee_run):
     result = CliRunner().invoke(main, ["audit", "--run", bee_run["run_id"], "--expected", EXPECTED])
     assert result.exit_code == 2 and "--pairs" in result.output

@@ -141,3 +141,24 @@ def test_circuit_round_trips_through_json(tmp_path):
     data["schema_version"] = 99
     with pytest.raises(ValueError, match="schema version 99"):
         Circuit.from_dict(data)
+
+
+def test_a_pair_shift_inside_the_noise_is_not_measurable():
+    """The audit computes "share of the shift removed" only from a shift whose 95 % interval
+    excludes zero and whose mean reaches 1 point of probability."""
+    import torch
+
+    from ingest.analysis.audit import GroupEffect, pair_shift
+
+    without = torch.linspace(0.1, 0.5, 40)
+    clear = pair_shift(
+        without, without + 0.2 + 0.01 * torch.randn(40, generator=torch.Generator().manual_seed(0))
+    )
+    assert clear.measurable and 0.19 < clear.mean < 0.21 and clear.low < clear.mean < clear.high
+    assert not pair_shift(without, without).measurable  # no shift at all
+    assert not pair_shift(without, without + 0.0001).measurable  # significant but negligible
+    noisy = torch.tensor([0.3, -0.3] * 20) + 0.01
+    assert not pair_shift(without, without + noisy).measurable  # the interval holds zero
+    effect = GroupEffect("r/l/g0", "l", 3, 0.9, {"shift": {"masked": 0.0, "random": 0.0, "unmasked": 1e-4}})
+    effect.shift_measurable = False
+    assert effect.bias_removed is None  # not 1 - 0/1e-4 = 100 %

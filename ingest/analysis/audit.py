@@ -42,6 +42,41 @@ class AuditImages:
     pairs_with: Tensor | None = None
 
 
+MIN_SHIFT = 0.01  # the smallest mean shift of P(class) worth a ratio: 1 percentage point
+
+
+@dataclass
+class PairShift:
+    """The counterfactual pairs' effect on the unmasked model: the mean of P(class | with concept) −
+    P(class | without) over the pairs, with a 95 % confidence interval (normal approximation)."""
+
+    mean: float
+    low: float
+    high: float
+    pairs: int
+
+    @property
+    def measurable(self) -> bool:
+        """The interval excludes zero and the mean reaches MIN_SHIFT: only then is "share of the
+        shift removed" a number rather than a ratio of noise."""
+        return self.low > 0 and self.mean >= MIN_SHIFT
+
+    def describe(self) -> str:
+        return (
+            f"mean shift of P(class) {self.mean:+.4f} (95 % CI {self.low:+.4f} to {self.high:+.4f}, "
+            f"{self.pairs} pairs)"
+        )
+
+
+def pair_shift(without_p: Tensor, with_p: Tensor) -> PairShift:
+    """`PairShift` from the unmasked probabilities of matched pairs ([pairs] each)."""
+    diffs = (with_p - without_p).double()
+    n = len(diffs)
+    mean = float(diffs.mean()) if n else 0.0
+    half = 1.96 * float(diffs.std(unbiased=True)) / n**0.5 if n > 1 else float("inf")
+    return PairShift(mean, mean - half, mean + half, n)
+
+
 @dataclass
 class GroupEffect:
     group_id: str
@@ -50,6 +85,7 @@ class GroupEffect:
     concept_score: float  # the label's score (e.g. ROC AUC) that made it a candidate
     # each metric: value with the group masked, mean over random same-size groups, unmasked
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    shift_measurable: bool = True  # False: the pairs move nothing, no share of their shift is computed
 
     @property
     def bias_drop(self) -> float:
@@ -69,9 +105,11 @@ class GroupEffect:
         return m["unmasked"] - m["masked"]
 
     @property
-    def bias_removed(self) -> float:
-        """Share of the bias removed: of the counterfactual shift when pairs are given, else of the
-        false positives."""
+    def bias_removed(self) -> float | None:
+        """Share of the bias removed: of the counterfactual shift when pairs are given (None when
+        the pairs' shift is inside the noise: no ratio of noise), else of the false positives."""
+        if "shift" in self.metrics and not self.shift_measurable:
+            return None
         if "shift" in self.metrics:
             m = self.metrics["shift"]
             return 1.0 - m["masked"] / m["unmasked"] if m["unmasked"] > 0 else 0.0
@@ -221,6 +259,7 @@ def group_effect(
         without_p, _ = scores(data.pairs_without)
         effect.metrics["p_with"] = _summary(with_p.mean(1))
         effect.metrics["shift"] = _summary((with_p - without_p).mean(1))
+        effect.shift_measurable = pair_shift(without_p[-1], with_p[-1]).measurable
         effect.metrics["with_called_class"] = _summary(with_top.float().mean(1))
     return effect
 

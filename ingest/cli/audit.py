@@ -3,11 +3,17 @@ docs/audit.md); results are printed and stored on the graph as `AuditResult` nod
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import click
 
 from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT, SCORE, SEED
 from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 @click.command(name="audit")
@@ -65,6 +71,7 @@ def audit_command(
     of the pairs, against random groups of the same size; concepts are ranked by selectivity (bias
     removed beyond random minus class removed beyond random), not by labels or purity.
     """
+    from ingest.analysis.audit import MIN_SHIFT
     from ingest.pipeline.audit_step import AuditSettings, AuditStepError, audit_stored_run
 
     if not pairs and not negatives:
@@ -87,15 +94,24 @@ def audit_command(
         opened = open_stored_run(driver, run, with_patches=False)
         run_id = opened.circuit.run_id
         try:
-            ident, findings = audit_stored_run(
+            ident, findings, shift = audit_stored_run(
                 driver, opened.model, opened.cuts, opened.circuit, opened.images, settings, tick
             )
         except AuditStepError as exc:
             raise click.ClickException(str(exc)) from None
         result = [f.as_dict() for f in findings]
+    shift_json = {**asdict(shift), "measurable": shift.measurable} if shift is not None else None
     if as_json:
-        echo_json({"audit_id": ident, "findings": result})
+        echo_json({"audit_id": ident, "pair_shift": shift_json, "findings": result})
         return
+    if shift is not None:
+        verdict = (
+            "measurable"
+            if shift.measurable
+            else f"no measurable shift (below {MIN_SHIFT} or within the noise): the pairs' concept does "
+            "not move the class, so no share of its shift is computed ('bias rm' is -)"
+        )
+        click.echo(f"counterfactual pairs: {shift.describe()}: {verdict}")
     if not findings:
         click.echo(
             f"no candidates: no group of run {run_id} has a non-expected label with score >= {min_score}"
@@ -107,7 +123,7 @@ def audit_command(
     for f in result:
         click.echo(
             f"{f['rank']:<5}{f['concept']:<14}{f['best_group'].split('/', 1)[1]:<16}{f['selectivity']:>8.3f}"
-            f"{f['bias_drop']:>8.3f}{f['random_bias_drop']:>8.3f}{f['bias_removed']:>9.0%}"
+            f"{f['bias_drop']:>8.3f}{f['random_bias_drop']:>8.3f}{_share(f['bias_removed']):>9}"
             f"{-f['recall_cost']:>+8.0%}{f['influence']:>11.4f}"
             + (f"  (same group as {', '.join(f['tied_with'])})" if f["tied_with"] else "")
         )

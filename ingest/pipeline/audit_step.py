@@ -52,12 +52,22 @@ def audit_stored_run(
     images: str,
     settings: AuditSettings,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[str, list[Any]]:
+) -> tuple[str, list[Any], Any]:
     """Mask each non-expected labelled group against random ones and store the findings; returns
-    (audit id, findings). `images` is the run's image folder (the default class images)."""
+    (audit id, findings, the pairs' `PairShift` or None). `images` is the run's image folder (the
+    default class images)."""
+    from dataclasses import asdict
+
     from graphmodel.audits import write_audit
     from graphmodel.labels import read_labels
-    from ingest.analysis.audit import AuditImages, load_folder, load_pairs, run_audit
+    from ingest.analysis.audit import (
+        AuditImages,
+        class_scores,
+        load_folder,
+        load_pairs,
+        pair_shift,
+        run_audit,
+    )
 
     if not settings.pairs and not settings.negatives:
         raise AuditStepError("give pairs and/or negatives: the audit measures bias on them")
@@ -78,6 +88,10 @@ def audit_stored_run(
         without,
         with_,
     )
+    shift = None
+    if without is not None:
+        plain = [class_scores(model, x, circuit.class_index, None, None, 256)[0][0] for x in (without, with_)]
+        shift = pair_shift(*plain)
     findings = run_audit(
         model,
         cuts,
@@ -101,5 +115,6 @@ def audit_stored_run(
         "max_rank": settings.max_rank,
         "random_sets": settings.random_sets,
         "seed": settings.seed,
+        "pair_shift": {**asdict(shift), "measurable": shift.measurable} if shift is not None else None,
     }
-    return write_audit(driver, run_id, stored, [f.as_dict() for f in findings]), findings
+    return write_audit(driver, run_id, stored, [f.as_dict() for f in findings]), findings, shift
