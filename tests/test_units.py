@@ -162,3 +162,19 @@ def test_a_pair_shift_inside_the_noise_is_not_measurable():
     effect = GroupEffect("r/l/g0", "l", 3, 0.9, {"shift": {"masked": 0.0, "random": 0.0, "unmasked": 1e-4}})
     effect.shift_measurable = False
     assert effect.bias_removed is None  # not 1 - 0/1e-4 = 100 %
+
+
+def test_groups_with_nearly_the_same_members_are_one_experiment():
+    """Two groups of one layer whose member sets overlap with Jaccard ≥ 0.9 are tied in the audit."""
+    from ingest.analysis.audit import GroupEffect, same_group
+
+    members = {
+        "r/l/g0": set(range(20)),
+        "r/l/g1": set(range(19)) | {99},
+        "r/l/g2": set(range(10)),
+        "r/m/g0": set(range(20)),
+    }
+    a, b, c = (GroupEffect(g, "l", len(members[g]), 0.9) for g in ("r/l/g0", "r/l/g1", "r/l/g2"))
+    other_layer = GroupEffect("r/m/g0", "m", 20, 0.9)
+    assert same_group(a, a, members) and same_group(a, b, members)  # 19 / 21 = 0.905
+    assert not same_group(a, c, members) and not same_group(a, other_layer, members)

@@ -347,9 +347,24 @@ def run_audit(
             effects.append(effect)
         findings.append(ConceptFinding(concept, 0, effects, float((influence or {}).get(concept, 0.0))))
     findings.sort(key=lambda f: (-selectivity(f.best), -f.best.concept_score, f.concept))
+    members = {g.ng_id: set(g.members) for g in circuit.neuron_groups}
     for rank, finding in enumerate(findings, start=1):
         finding.rank = rank
         finding.tied_with = [
-            f.concept for f in findings if f is not finding and f.best.group_id == finding.best.group_id
+            f.concept for f in findings if f is not finding and same_group(finding.best, f.best, members)
         ]
     return findings
+
+
+TIE_JACCARD = 0.9
+
+
+def same_group(a: GroupEffect, b: GroupEffect, members: Mapping[str, set[int]]) -> bool:
+    """Whether masking `a` and `b` is (nearly) the same experiment: one group, or two groups of one
+    layer whose member sets overlap with Jaccard ≥ TIE_JACCARD (their concepts are then tied)."""
+    if a.group_id == b.group_id:
+        return True
+    if a.layer != b.layer:
+        return False
+    x, y = members.get(a.group_id, set()), members.get(b.group_id, set())
+    return bool(x | y) and len(x & y) / len(x | y) >= TIE_JACCARD

@@ -125,7 +125,11 @@ def audit_command(
             f"{f['rank']:<5}{f['concept']:<14}{f['best_group'].split('/', 1)[1]:<16}{f['selectivity']:>8.3f}"
             f"{f['bias_drop']:>8.3f}{f['random_bias_drop']:>8.3f}{_share(f['bias_removed']):>9}"
             f"{-f['recall_cost']:>+8.0%}{f['influence']:>11.4f}"
-            + (f"  (same group as {', '.join(f['tied_with'])})" if f["tied_with"] else "")
+            + (
+                f"  (tied with {', '.join(f['tied_with'])}: the same group, or ≥ 90 % the same members)"
+                if f["tied_with"]
+                else ""
+            )
         )
     click.echo(
         "P drop: fall of the class probability on the bias images (with-concept images, else false "
