@@ -93,3 +93,29 @@ def test_every_command_has_an_example_and_every_option_help():
 
     visit(main, "neurflow")
     assert missing_examples == [] and missing_help == []
+
+
+def test_extract_flags_a_tau_that_takes_half_a_layer(tmp_path):
+    """τ = 16 on the tiny ViT's 32-wide residual stream keeps half of every block: `extract` says so."""
+    import torch
+
+    from ingest.core.models import load_model
+    from ingest.core.patches import list_images, load_images, to_model_input
+    from ingest.planted.data import write_image_folder
+
+    images = write_image_folder(tmp_path / "bee", "bee", 4, seed=1)
+    model = load_model("tests.tiny_transformers:tiny_vit")
+    with torch.no_grad():
+        pixels = to_model_input(load_images(list_images(images), 64), model.mean, model.std)
+        class_index = int(model.module(pixels).argmax(1).mode().values)
+    layers = "heads.head,encoder.layers.encoder_layer_2,encoder.layers.encoder_layer_1"
+    result = CliRunner().invoke(
+        main,
+        ["extract", "--model", "tests.tiny_transformers:tiny_vit", "--images", str(images),
+         "--class", str(class_index), "--layers", layers, "--tau", "16", "--k", "4", "--steps", "2",
+         "--out", str(tmp_path / "out")],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for block in ("encoder.layers.encoder_layer_2", "encoder.layers.encoder_layer_1"):
+        assert f"note: tau 16 keeps 50% of {block}'s 32 neurons per target" in result.output

@@ -178,3 +178,17 @@ def test_groups_with_nearly_the_same_members_are_one_experiment():
     other_layer = GroupEffect("r/m/g0", "m", 20, 0.9)
     assert same_group(a, a, members) and same_group(a, b, members)  # 19 / 21 = 0.905
     assert not same_group(a, c, members) and not same_group(a, other_layer, members)
+
+
+def test_a_tau_of_half_a_layer_or_more_is_flagged_and_random_baselines_shrink():
+    from ingest.analysis.audit import random_group_size
+    from ingest.core.tau import parse_tau, wide_tau_layers, wide_tau_lines
+
+    widths = {"narrow": 32, "mid": 64, "wide": 256}
+    assert wide_tau_layers(parse_tau("16"), widths) == {"narrow": 0.5}
+    assert wide_tau_layers(parse_tau("60%"), widths) == dict.fromkeys(widths, 0.6)
+    assert wide_tau_layers(parse_tau("cum:0.8"), widths) == {}  # depends on the scores: not known ahead
+    [line] = wide_tau_lines(parse_tau("16"), widths)
+    assert "keeps 50% of narrow's 32 neurons" in line and "smaller --tau" in line
+    assert random_group_size(64, 16) == 16  # a quarter of the layer: random groups of equal size
+    assert random_group_size(32, 16) == 8 and random_group_size(32, 32) == 8  # half or more: a quarter

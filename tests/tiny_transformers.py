@@ -10,7 +10,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 def tiny_vit(num_classes: int = 3) -> VisionTransformer:
     """A 3-block ViT on 64-px images (16 patches of 16 px, plus the class token)."""
     torch.manual_seed(0)
-    return VisionTransformer(
+    model = VisionTransformer(
         image_size=64,
         patch_size=16,
         num_layers=3,
@@ -19,6 +19,8 @@ def tiny_vit(num_classes: int = 3) -> VisionTransformer:
         mlp_dim=64,
         num_classes=num_classes,
     )
+    model.neurflow_preprocessing = {"input_size": 64}  # its position embeddings are for 64 px
+    return model
 
 
 def tiny_swin(num_classes: int = 3) -> SwinTransformer:

@@ -30,6 +30,7 @@ from ingest.analysis.evaluate import knockout
 from ingest.core.layers import LayerCuts
 from ingest.core.models import LoadedModel
 from ingest.core.patches import list_images, load_images, to_model_input
+from ingest.core.tau import WIDE_SHARE
 
 
 @dataclass
@@ -86,6 +87,7 @@ class GroupEffect:
     # each metric: value with the group masked, mean over random same-size groups, unmasked
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     shift_measurable: bool = True  # False: the pairs move nothing, no share of their shift is computed
+    random_size: int = 0  # size of the random groups (smaller than `size` for a group of half its layer)
 
     @property
     def bias_drop(self) -> float:
@@ -201,8 +203,17 @@ def class_scores(
     return prob, top
 
 
+def random_group_size(width: int, size: int) -> int:
+    """The size of the random groups a group of `size` at a layer of `width` is compared with: the
+    same, unless the group holds half the layer or more (τ took most of a narrow layer). Random groups
+    that large switch the class off whatever they hold, so there they hold a quarter of the layer:
+    the comparison is then not at equal size, and the audit says so."""
+    return size if size < width * WIDE_SHARE else max(1, width // 4)
+
+
 def _masks(width: int, members: Sequence[int], random_sets: int, rng: np.random.Generator) -> Tensor:
-    sets = [list(members)] + [rng.choice(width, len(members), replace=False) for _ in range(random_sets)]
+    size = random_group_size(width, len(members))
+    sets = [list(members)] + [rng.choice(width, size, replace=False) for _ in range(random_sets)]
     masks = torch.ones(len(sets), width)
     for row, chosen in enumerate(sets):
         masks[row, list(chosen)] = 0.0
@@ -244,6 +255,7 @@ def group_effect(
         return torch.cat([masked[0], plain[0]]), torch.cat([masked[1], plain[1]])
 
     effect = GroupEffect(group.ng_id, group.layer, len(group.members), concept_score)
+    effect.random_size = random_group_size(cuts.width(group.layer), len(group.members))
     prob, top = scores(data.class_images)
     effect.metrics["p_class"] = _summary(prob.mean(1))
     effect.metrics["recall"] = _summary(top.float().mean(1))

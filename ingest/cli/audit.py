@@ -131,6 +131,14 @@ def audit_command(
                 else ""
             )
         )
+    for f in result:
+        best = next(g for g in f["groups"] if g["group_id"] == f["best_group"])
+        if best["random_size"] < best["size"]:
+            click.echo(
+                f"note: {f['best_group'].split('/', 1)[1]} holds {best['size']} neurons, half its layer or "
+                f"more; its random groups hold {best['random_size']} (a quarter of the layer), not "
+                f"{best['size']}: random groups that large switch the class off"
+            )
     click.echo(
         "P drop: fall of the class probability on the bias images (with-concept images, else false "
         "positives) when the best group is masked; random: the same for random groups of its size; "

@@ -129,6 +129,11 @@ def ingest_command(
             }
         )
         return
+    if result.circuit is not None:
+        from ingest.pipeline.output import tau_lines
+
+        for line in tau_lines(result.circuit):
+            click.echo(line, err=True)
     if result.status == "ALREADY_COMPLETE":
         click.echo(f"run {result.run_id} is already complete in {stack_cfg.neo4j_uri}; nothing changed")
     else:

@@ -55,3 +55,32 @@ def parse_tau(text: str | int | float) -> TauRule:
     raise ValueError(
         f"--tau {raw!r} is out of range: a count must be a whole number >= 1, a fraction in (0, 1)"
     )
+
+
+WIDE_SHARE = 0.5  # a core of half a layer or more: masking tests there cannot be selective
+
+
+def tau_share(rule: TauRule, width: int) -> float | None:
+    """The share of a layer of `width` neurons that τ keeps per target (None for cum:F, which
+    depends on the scores)."""
+    if rule.kind == "count":
+        return min(rule.value, width) / width if width > 0 else None
+    if rule.kind == "fraction":
+        return rule.value
+    return None
+
+
+def wide_tau_layers(rule: TauRule, widths: dict[str, int]) -> dict[str, float]:
+    """The layers (name -> share) where τ takes WIDE_SHARE of the neurons or more."""
+    shares = {name: tau_share(rule, width) for name, width in widths.items()}
+    return {name: share for name, share in shares.items() if share is not None and share >= WIDE_SHARE}
+
+
+def wide_tau_lines(rule: TauRule, widths: dict[str, int]) -> list[str]:
+    """One line per layer where τ takes half the neurons or more: why that matters, what to do."""
+    return [
+        f"note: tau {rule} keeps {share:.0%} of {name}'s {widths[name]} neurons per target: a core of half "
+        "the layer or more is no selection, and random groups that large switch the class off, so no "
+        "masking test there can be selective; use a smaller --tau (e.g. 10%) for narrow layers"
+        for name, share in wide_tau_layers(rule, widths).items()
+    ]

@@ -134,6 +134,28 @@ def save_outputs(circuit: Circuit, patches: PatchSet, out: Path) -> dict[str, Pa
     return paths
 
 
+def tau_flags(circuit: Circuit) -> dict[str, float]:
+    """The layers below the top where the run's τ keeps half the neurons or more (name -> share)."""
+    from ingest.core.tau import parse_tau, wide_tau_layers
+
+    try:
+        rule = parse_tau(circuit.params.get("tau", ""))
+    except ValueError:
+        return {}
+    return wide_tau_layers(rule, {layer.name: layer.width for layer in circuit.layers if layer.depth > 0})
+
+
+def tau_lines(circuit: Circuit) -> list[str]:
+    """`wide_tau_lines` for a finished circuit."""
+    from ingest.core.tau import parse_tau, wide_tau_lines
+
+    flags = tau_flags(circuit)
+    if not flags:
+        return []
+    widths = {layer.name: layer.width for layer in circuit.layers if layer.name in flags}
+    return wide_tau_lines(parse_tau(circuit.params["tau"]), widths)
+
+
 def circuit_summary(circuit: Circuit, *, semantic_groups: bool = True) -> dict:
     """What `summary_lines` prints, as data (`--json`): the run, per-layer counts and timings, and
     (with ground truth) the base rates and the purity rows."""
@@ -166,6 +188,7 @@ def circuit_summary(circuit: Circuit, *, semantic_groups: bool = True) -> dict:
         )
     shown = purity if semantic_groups else [r for r in purity if r["kind"] == "neuron_group"]
     return {
+        "wide_tau_layers": tau_flags(circuit),
         "run_id": circuit.run_id,
         "model_id": circuit.model_id,
         "class_index": circuit.class_index,
@@ -222,4 +245,4 @@ def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str
             lines.append(
                 f"({hidden} semantic-group rows not shown: -v, or `neurflow show` on the circuit.json)"
             )
-    return lines
+    return lines + tau_lines(circuit)
