@@ -192,3 +192,43 @@ def test_a_tau_of_half_a_layer_or_more_is_flagged_and_random_baselines_shrink():
     assert "keeps 50% of narrow's 32 neurons" in line and "smaller --tau" in line
     assert random_group_size(64, 16) == 16  # a quarter of the layer: random groups of equal size
     assert random_group_size(32, 16) == 8 and random_group_size(32, 32) == 8  # half or more: a quarter
+
+
+def test_knockout_masks_transformer_neurons_and_one_use_of_a_shared_module():
+    """Masks zero the neurons where the cuts see them (the last dim of tokens [B, T, D]) and, for
+    `name@k`, only the k-th call of a module that forward calls twice."""
+    import torch
+    from torch import nn
+
+    from ingest.analysis.evaluate import knockout
+    from ingest.core.layers import LayerCuts
+    from tests.tiny_transformers import tiny_vit
+
+    vit = tiny_vit().eval()
+    block = "encoder.layers.encoder_layer_1"
+    cuts = LayerCuts(vit, [block], 64)
+    mask = torch.ones(32)
+    mask[[0, 5, 31]] = 0.0
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), knockout(vit, {block: mask}):
+        masked = cuts.activations(x, [block], means=False)[block]  # [B, D, T]
+    assert masked[:, [0, 5, 31]].abs().max() == 0 and masked[:, 1].abs().max() > 0
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act, self.fc = nn.ReLU(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.act(self.fc(self.act(x)))
+
+    model = Shared().eval()
+    x = torch.rand(3, 4) + 0.1
+    with torch.no_grad():
+        plain = model(x)
+        with knockout(model, {"act@2": torch.zeros(4)}):
+            assert torch.equal(model(x), torch.zeros(3, 4))  # the second call only
+            assert torch.equal(model(x), torch.zeros(3, 4))  # and again on the next forward pass
+        with knockout(model, {"act@1": torch.zeros(4)}):
+            assert torch.allclose(model(x), torch.relu(model.fc(torch.zeros(3, 4))))
+        assert torch.equal(model(x), plain)

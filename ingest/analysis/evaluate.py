@@ -40,8 +40,21 @@ KS = (30, 50, 70, 90, 110, 150, 190)
 # ---------------------------------------------------------------------------------------- knockout
 
 
-def _apply_mask(out: Tensor, mask: Tensor) -> Tensor:
-    """out [N*B, C, ...] times mask [C] or [N, C]: mask n applies to the n-th block of B rows."""
+def _neuron_dim(module: nn.Module, out: Tensor) -> int:
+    """Where a module's output holds its neurons: dim 1 ([B, C, ...]), or last for transformer
+    tokens [B, T, D] and channels-last maps [B, H, W, C] (as the layer cuts see them)."""
+    from ingest.core.layers import channels_last
+
+    if out.dim() == 3 or (out.dim() == 4 and channels_last(module)):
+        return out.dim() - 1
+    return 1
+
+
+def _apply_mask(out: Tensor, mask: Tensor, dim: int = 1) -> Tensor:
+    """out [N*B, C, ...] times mask [C] or [N, C]: mask n applies to the n-th block of B rows. The
+    neurons are on `dim` (moved to 1 for the product and back)."""
+    if dim != 1:
+        return _apply_mask(out.movedim(dim, 1), mask).movedim(1, dim)
     mask = mask.to(out.device, out.dtype)
     tail = (1,) * (out.dim() - 2)
     if mask.dim() == 1:
@@ -58,16 +71,37 @@ def knockout(module: nn.Module, masks: Mapping[str, Tensor]) -> Iterator[None]:
     """Inside the block, each named submodule's output is multiplied by its 0/1 mask.
 
     A mask is [C] (same for every row) or [N, C]: the batch is then N consecutive blocks of equal size
-    and block n gets mask n, so N knockout sets run in one forward pass. Hooks are removed on exit.
+    and block n gets mask n, so N knockout sets run in one forward pass. A name `module@k` (a module
+    that forward calls several times) masks only its k-th call of each forward pass. The neurons are
+    where the layer cuts see them (tokens and channels-last maps: the last dim). Hooks are removed
+    on exit.
     """
+    from ingest.core.layers import split_use
+
     handles = []
+    calls: dict[str, int] = {}
+
+    def reset(_module, _args) -> None:
+        calls.clear()
+
+    def hook_for(name: str, use: int | None, mask: Tensor):
+        def hook(sub: nn.Module, _inputs, out: Tensor):
+            calls[name] = calls.get(name, 0) + 1
+            if use is not None and calls[name] != use:
+                return None
+            return _apply_mask(out, mask, _neuron_dim(sub, out))
+
+        return hook
+
     try:
+        handles.append(module.register_forward_pre_hook(reset))
         for name, mask in masks.items():
+            base, use = split_use(name)
             try:
-                sub = module.get_submodule(name)
+                sub = module.get_submodule(base)
             except AttributeError:
                 raise ValueError(f"cannot knock out {name!r}: the model has no such submodule") from None
-            handles.append(sub.register_forward_hook(lambda _m, _i, out, mask=mask: _apply_mask(out, mask)))
+            handles.append(sub.register_forward_hook(hook_for(name, use, mask)))
         yield
     finally:
         for h in handles:

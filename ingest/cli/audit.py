@@ -116,13 +116,15 @@ def audit_command(
         click.echo(
             f"no candidates: no group of run {run_id} has a non-expected label with score >= {min_score}"
         )
+    wide = max([16, *(len(f["best_group"].split("/", 1)[1]) + 2 for f in result)])
     click.echo(
-        f"{'rank':<5}{'concept':<14}{'best group':<16}{'select.':>8}{'P drop':>8}{'random':>8}"
+        f"{'rank':<5}{'concept':<14}{'best group':<{wide}}{'select.':>8}{'P drop':>8}{'random':>8}"
         f"{'bias rm':>9}{'recall':>8}{'influence':>11}"
     )
     for f in result:
         click.echo(
-            f"{f['rank']:<5}{f['concept']:<14}{f['best_group'].split('/', 1)[1]:<16}{f['selectivity']:>8.3f}"
+            f"{f['rank']:<5}{f['concept']:<14}{f['best_group'].split('/', 1)[1]:<{wide}}"
+            f"{f['selectivity']:>8.3f}"
             f"{f['bias_drop']:>8.3f}{f['random_bias_drop']:>8.3f}{_share(f['bias_removed']):>9}"
             f"{-f['recall_cost']:>+8.0%}{f['influence']:>11.4f}"
             + (

@@ -177,9 +177,13 @@ def default_layers(arch: str) -> list[str]:
         from ingest.planted.resnet import RESNET_LAYERS
 
         return list(RESNET_LAYERS)
+    if arch == "planted_vit":
+        from ingest.planted.vit import VIT_LAYERS
+
+        return list(VIT_LAYERS)
     if arch in DEFAULT_LAYERS:
         return list(DEFAULT_LAYERS[arch])
-    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn", "planted_resnet"]))
+    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn", "planted_resnet", "planted_vit"]))
     raise LayerError(
         f"no default layer list for {arch!r} (defaults exist for: {known}). "
         f"Name the layers yourself, top first; `neurflow layers MODEL` lists the candidates."

@@ -31,7 +31,7 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _KEY_PREFIXES = ("module.", "_orig_mod.")
 _AUX_HEADS = {"googlenet": "aux1.", "inception_v3": "AuxLogits."}
 # The planted benchmark's models (ingest/planted/): built here, shipped weights `<name>.pt`.
-PLANTED_MODELS = ("planted_cnn", "planted_resnet")
+PLANTED_MODELS = ("planted_cnn", "planted_resnet", "planted_vit")
 
 
 class ModelError(ValueError):
@@ -177,6 +177,14 @@ def _builder(model: str) -> Builder | None:
             return build_planted_resnet(n or len(CLASS_NAMES))
 
         return planted_resnet
+    if model == "planted_vit":
+
+        def planted_vit(n: int | None) -> nn.Module:
+            from ingest.planted.vit import CLASS_NAMES, build_planted_vit
+
+            return build_planted_vit(n or len(CLASS_NAMES))
+
+        return planted_vit
     if ":" in model:
         return _entry_point(model)
     archs = torchvision_archs()

@@ -206,19 +206,20 @@ def summary_lines(circuit: Circuit, *, semantic_groups: bool = True) -> list[str
     """A per-layer summary table, then (with ground truth) the purity of every group; without
     ``semantic_groups`` only the neuron groups' (a few dozen rows instead of hundreds)."""
     summary = circuit_summary(circuit, semantic_groups=semantic_groups)
+    name_width = max([14, *(len(layer.name) + 1 for layer in circuit.layers)])
     lines = [
         f"run {circuit.run_id}  model {circuit.model_id}  class {circuit.class_index}"
         f"{f' ({circuit.class_name})' if circuit.class_name else ''}  "
         f"tau {circuit.params.get('tau')}  k {circuit.params.get('k')}  "
         f"steps {circuit.params.get('steps')}  patches {len(circuit.patches)}",
         "",
-        f"{'layer':<14}{'width':>7}{'neurons':>9}{'sem.grp':>9}{'nrn.grp':>9}"
+        f"{'layer':<{name_width}}{'width':>7}{'neurons':>9}{'sem.grp':>9}{'nrn.grp':>9}"
         f"{'edges↑':>9}{'pairs':>8}{'sec':>8}{'NG purity':>11}",
     ]
     for row in summary["layers"]:
         mean = row["neuron_group_purity"]
         lines.append(
-            f"{row['name']:<14}{row['width']:>7}{row['neurons']:>9}{row['semantic_groups']:>9}"
+            f"{row['name']:<{name_width}}{row['width']:>7}{row['neurons']:>9}{row['semantic_groups']:>9}"
             f"{row['neuron_groups']:>9}{row['hyperedges']:>9}{row['pairs']:>8}"
             f"{row['seconds']:>8.1f}{f'{mean:.2f}' if mean is not None else '-':>11}"
         )

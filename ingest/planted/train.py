@@ -3,8 +3,9 @@
 Renders a seeded training set (planted bias included), trains on the CPU with 2 threads,
 measures held-out accuracy on a separately seeded test set and the flower test on counterfactual
 pairs, and writes `<arch>.pt` (fp16 state_dict) and `<arch>.json` (the numbers). `--arch` picks
-the architecture: `planted_cnn` (the plain CNN, the default) or `planted_resnet` (the small
-ResNet); both get the same data, seeds, recipe and measurements.
+the architecture: `planted_cnn` (the plain CNN, the default), `planted_resnet` (the small ResNet)
+or `planted_vit` (the small vision transformer); all get the same data, seeds, augmentation and
+measurements, and each its optimiser (`TRAINING`).
 """
 
 from __future__ import annotations
@@ -35,13 +36,31 @@ from ingest.planted.model import (
 )
 from ingest.planted.resnet import build_planted_resnet, load_planted_resnet
 from ingest.planted.scenes import TRAIN_FLOWER_PROB
+from ingest.planted.vit import build_planted_vit, load_planted_vit
 
-__all__ = ["ARCHS", "accuracy", "flower_test", "load_planted_cnn", "load_planted_resnet", "main", "train"]
+__all__ = [
+    "ARCHS",
+    "accuracy",
+    "flower_test",
+    "load_planted_cnn",
+    "load_planted_resnet",
+    "load_planted_vit",
+    "main",
+    "train",
+]
 
 # Architecture name -> (builder of a fresh model, loader of the shipped weights `<name>.pt`).
 ARCHS = {
     "planted_cnn": (build_planted_cnn, load_planted_cnn),
     "planted_resnet": (build_planted_resnet, load_planted_resnet),
+    "planted_vit": (build_planted_vit, load_planted_vit),
+}
+# How each model trains when not told otherwise: the CNNs with SGD (bf16 autocast), the ViT with
+# AdamW in fp32 (on these CPUs bf16 was slower for it) and more epochs.
+TRAINING = {
+    "planted_cnn": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "autocast": True, "epochs": 12},
+    "planted_resnet": {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "autocast": True, "epochs": 12},
+    "planted_vit": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "autocast": False, "epochs": 15},
 }
 
 BEE = CLASS_NAMES.index("bee")
@@ -129,11 +148,19 @@ def _fit(
     batch_size: int,
     lr: float,
     seed: int,
+    optimizer: str = "sgd",
+    weight_decay: float = 5e-4,
+    autocast: bool = True,
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
     y = torch.from_numpy(labels)
     steps = epochs * math.ceil(len(images) / batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     model.train()
     for epoch in range(epochs):
@@ -143,7 +170,7 @@ def _fit(
             idx = order[i : i + batch_size]
             x = _augment(preprocess(images[idx.numpy()]), gen)
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 loss = nn.functional.cross_entropy(model(x), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -161,9 +188,9 @@ def train(
     n_train: int = 6000,
     n_test: int = 1000,
     n_pairs: int = 600,
-    epochs: int = 12,
+    epochs: int | None = None,
     batch_size: int = 128,
-    lr: float = 0.1,
+    lr: float | None = None,
     workers: int = 2,
     threads: int = 2,
     arch: str = "planted_cnn",
@@ -177,6 +204,11 @@ def train(
     if arch not in ARCHS:
         raise ValueError(f"unknown planted architecture {arch!r}; choose one of {sorted(ARCHS)}")
     build = ARCHS[arch][0]
+    recipe = dict(TRAINING[arch])
+    epochs = epochs or recipe.pop("epochs")
+    recipe.pop("epochs", None)
+    lr = lr or recipe.pop("lr")
+    recipe.pop("lr", None)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     load_at_start = os.getloadavg()[0]
@@ -187,7 +219,7 @@ def train(
     print(f"rendered {n_train} + {n_test} scenes in {t_data:.1f}s", flush=True)
 
     model = build().to(memory_format=torch.channels_last)
-    _fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    _fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, **recipe)
     t_fit = time.perf_counter() - t0 - t_data
     # Evaluate exactly what ships: weights rounded to fp16 and loaded back as fp32.
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
@@ -238,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="planted_cnn", choices=sorted(ARCHS), help="which model to train")
     parser.add_argument("--out", default=str(WEIGHTS_DIR), help="folder for the weights and report")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's (TRAINING)")
     parser.add_argument("--n-train", type=int, default=6000)
     parser.add_argument(
         "--threads",
