@@ -9,6 +9,8 @@ Prints wall times, the speed ratio, and the overlap of the top-tau core-neuron s
 
     python benchmarks/ig_batched_vs_captum.py                   # resnet18, 224 px, CPU
     python benchmarks/ig_batched_vs_captum.py --device cuda     # when a GPU is available
+    python benchmarks/ig_batched_vs_captum.py --arch planted_vit --size 64 \
+        --upper encoder.layers.encoder_layer_3 --lower encoder.layers.encoder_layer_2   # a ViT block
 """
 
 from __future__ import annotations
@@ -86,7 +88,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = getattr(torchvision.models, args.arch)(weights=None).eval().to(device)
+    if hasattr(torchvision.models, args.arch):
+        model = getattr(torchvision.models, args.arch)(weights=None).eval().to(device)
+    else:  # a planted model (shipped weights) or a user's module:factory
+        from ingest.core.models import load_model
+
+        model = load_model(args.arch, device=device).module
     cuts = LayerCuts(model, [args.upper, args.lower], args.size)
     images = smooth_images(args.patches, args.size, seed=1).to(device)
     with torch.no_grad():
