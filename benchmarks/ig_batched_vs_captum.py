@@ -83,6 +83,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--memory-mb", type=float, default=2048.0)
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument(
+        "--precision",
+        choices=["bf16", "fp16"],
+        help="also run the batched pass under this autocast: its time and top-tau overlap with fp32",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,6 +172,32 @@ def main() -> None:
         f"  top-{args.tau} overlap     min {min(overlaps)}/{args.tau}, mean {result['top_tau_overlap_mean']}"
         f"   (max relative difference of T: {rel_err:.1e})"
     )
+    if args.precision:
+        synchronize(device)
+        t0 = time.perf_counter()
+        mixed_att = pair_attributions(
+            segment, lower, pair_t, pair_p, steps=args.steps, method=args.method,
+            memory_mb=args.memory_mb, precision=args.precision,
+        )  # fmt: skip
+        synchronize(device)
+        mixed_s = time.perf_counter() - t0
+        mixed = mixed_att.view(len(targets), args.k, -1).sum(1)
+        kept = []
+        for i in range(len(targets)):
+            a, _ = select_core(batched[i], TauRule("count", args.tau))
+            b, _ = select_core(mixed[i], TauRule("count", args.tau))
+            kept.append(len(set(a) & set(b)))
+        result.update(
+            precision=args.precision,
+            mixed_seconds=round(mixed_s, 3),
+            mixed_speedup_vs_fp32=round(batched_s / mixed_s, 2),
+            mixed_top_tau_overlap_min=min(kept),
+            mixed_top_tau_overlap_mean=round(float(np.mean(kept)), 2),
+        )
+        print(
+            f"  {args.precision} batched pass  {mixed_s:6.2f} s ({batched_s / mixed_s:.2f}x fp32); "
+            f"top-{args.tau} sets kept: min {min(kept)}/{args.tau}, mean {np.mean(kept):.2f}"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

@@ -208,6 +208,14 @@ def extraction_options(fn: Callable) -> Callable:
             help="Memory bound for one chunk of the integrated-gradient pass.",
         ),
         click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed (torch, numpy)."),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "bf16", "fp16"]),
+            default="fp32",
+            show_default=True,
+            help="Run the integrated-gradient pass under autocast (bf16, or fp16 on a GPU); measure first "
+            "that it keeps your top-tau sets (benchmarks/ig_batched_vs_captum.py --precision).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -228,6 +236,7 @@ def build_run(
     device: str,
     memory_mb: float,
     seed: int,
+    precision: str = "fp32",
 ) -> tuple[LoadedModel, int, ExtractConfig]:
     """Load the model and turn the extraction options into (model, class index, ExtractConfig)."""
     from ingest.core.circuit import ExtractConfig
@@ -253,5 +262,6 @@ def build_run(
         max_images=max_images or None,
         memory_mb=memory_mb,
         seed=seed,
+        precision=precision,
     )
     return loaded, class_index, cfg

@@ -78,9 +78,12 @@ class ExtractConfig:
     batch_size: int = 64
     memory_mb: float = 2048.0
     seed: int = 0
+    precision: str = "fp32"  # "bf16"/"fp16": the integrated-gradient pass under autocast
 
     def as_params(self) -> dict[str, Any]:
-        return {
+        # precision is recorded only when not fp32, so that earlier runs keep their ids
+        extra = {"precision": self.precision} if self.precision != "fp32" else {}
+        return extra | {
             "layers": list(self.layers),
             "tau": str(self.tau),
             "k": self.k,
@@ -236,6 +239,7 @@ def iter_circuit(
                 method=cfg.quadrature,
                 memory_mb=cfg.memory_mb,
                 progress=tick,
+                precision=cfg.precision,
             )
             _check_finite(att.numpy(), f"importances T (from {below})", name, f"neurons of {below}")
             offset = 0

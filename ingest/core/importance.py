@@ -69,15 +69,26 @@ def _plan(targets: Tensor, patches: Tensor) -> _Plan:
     return _Plan(uniq[by_count], slot_targets, slot_pairs)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def _attribute(
-    segment: Callable[[Tensor], Tensor], x: Tensor, tgt: Tensor, alphas: Tensor, weights: Tensor
+    segment: Callable[[Tensor], Tensor],
+    x: Tensor,
+    tgt: Tensor,
+    alphas: Tensor,
+    weights: Tensor,
+    precision: str = "fp32",
 ) -> Tensor:
-    """sum_n w_n * grad y_t(alpha_n x) * x, summed over space, for every patch u and slot j: [J, u, C]."""
+    """sum_n w_n * grad y_t(alpha_n x) * x, summed over space, for every patch u and slot j: [J, u, C].
+    With `precision` bf16/fp16 the segment runs under autocast; inputs, gradients and sums stay fp32."""
     u, n = x.shape[0], len(alphas)
     used = tgt.shape[1]
     scaled = (alphas.view(1, -1, *[1] * (x.dim() - 1)) * x.unsqueeze(1)).reshape(u * n, *x.shape[1:])
     scaled.requires_grad_(True)
-    out = _neuron_values(segment(scaled))  # [u*n, C_out]
+    dtype = PRECISIONS[precision]
+    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        out = _neuron_values(segment(scaled)).float()  # [u*n, C_out]
     grad_out = torch.zeros((used, u, n, out.shape[1]), device=x.device, dtype=out.dtype)
     j_idx, u_idx = torch.meshgrid(
         torch.arange(used, device=x.device), torch.arange(u, device=x.device), indexing="ij"
@@ -108,13 +119,18 @@ def pair_attributions(
     method: str = "riemann_right",
     memory_mb: float = 2048.0,
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> Tensor:
     """Integrated-gradient attribution t(a, s, v) for every pair (targets[m], patches[m]).
 
     `lower` gives the lower layer's activation maps for a batch of patch indices (a callable, so the
     caller can compute them on demand) or is a tensor [P, C, ...] indexed by patch. Returns a float32
     tensor [M, C] on the CPU. `progress` is called with the number of pairs finished after each chunk.
+    `precision` "bf16" or "fp16" runs the segment under autocast (benchmarks/ig_batched_vs_captum.py
+    --precision measures how many top-τ sets it keeps); "fp32", the default, does not.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     targets_t = torch.as_tensor(targets, dtype=torch.long).cpu()
     patches_t = torch.as_tensor(patches, dtype=torch.long).cpu()
     if targets_t.shape != patches_t.shape or targets_t.dim() != 1:
@@ -148,7 +164,9 @@ def pair_attributions(
             pair_ids = plan.slot_pairs[start:stop, :used].T.reshape(-1)  # slot-major, like att below
             tgt = plan.slot_targets[start:stop, :used].to(device)
             for s0 in range(0, steps, step_chunk):
-                att = _attribute(segment, x, tgt, alphas[s0 : s0 + step_chunk], weights[s0 : s0 + step_chunk])
+                att = _attribute(
+                    segment, x, tgt, alphas[s0 : s0 + step_chunk], weights[s0 : s0 + step_chunk], precision
+                )
                 result.index_add_(0, pair_ids, att.reshape(len(pair_ids), -1).float().cpu())
             if progress is not None:
                 progress(len(pair_ids))

@@ -52,6 +52,7 @@ def config_from_params(params: dict) -> ExtractConfig:
         max_semantic_groups=int(params.get("max_semantic_groups", 5)),
         max_neuron_groups=int(params.get("max_neuron_groups", 8)),
         seed=int(params.get("seed", 0)),
+        precision=params.get("precision", "fp32"),
     )
 
 
