@@ -57,7 +57,7 @@ def test_the_real_model_gets_the_photos_right(model):
     expected = {"chelsea": set(CATS), "coffee": {967}, "camera": {872}}  # espresso, tripod
     pixels = torch.stack(
         [
-            torch.from_numpy(resize(center_square(photo(name)), model.input_size)).permute(2, 0, 1)
+            torch.from_numpy(resize(center_square(photo(name)), model.input_size).copy()).permute(2, 0, 1)
             for name in expected
         ]
     )
