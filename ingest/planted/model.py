@@ -98,14 +98,23 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256) -
     return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
 
 
-def load_planted_cnn(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
-    """The shipped trained planted CNN (fp32, eval mode) on `device`."""
-    path = Path(weights) if weights is not None else WEIGHTS_DIR / "planted_cnn.pt"
+def load_shipped(
+    build, arch: str, what: str, device: str | torch.device = "cpu", weights: str | Path | None = None
+) -> nn.Module:
+    """A planted model built by `build` with its fp16 weights (`WEIGHTS_DIR/<arch>.pt`, or `weights`)
+    loaded as fp32, in eval mode on `device`."""
+    path = Path(weights) if weights is not None else WEIGHTS_DIR / f"{arch}.pt"
     if not path.is_file():
         raise FileNotFoundError(
-            f"planted CNN weights not found at {path}; regenerate them with `python -m ingest.planted.train`"
+            f"{what} weights not found at {path}; regenerate them with "
+            f"`python -m ingest.planted.train{'' if arch == 'planted_cnn' else f' --arch {arch}'}`"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_planted_cnn()
+    model = build()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.to(device).eval()
+
+
+def load_planted_cnn(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
+    """The shipped trained planted CNN (fp32, eval mode) on `device`."""
+    return load_shipped(build_planted_cnn, "planted_cnn", "planted CNN", device, weights)

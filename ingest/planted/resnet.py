@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ingest.planted.model import CLASS_NAMES, INPUT_SIZE, MEAN, STD, WEIGHTS_DIR, predict_proba
+from ingest.planted.model import CLASS_NAMES, INPUT_SIZE, MEAN, STD, load_shipped, predict_proba
 
 __all__ = [
     "CLASS_NAMES",
@@ -115,13 +115,4 @@ def build_planted_resnet(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
 
 def load_planted_resnet(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
     """The shipped trained planted ResNet (fp32, eval mode) on `device`."""
-    path = Path(weights) if weights is not None else WEIGHTS_DIR / "planted_resnet.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"planted ResNet weights not found at {path}; regenerate them with "
-            f"`python -m ingest.planted.train --arch planted_resnet`"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_planted_resnet()
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.to(device).eval()
+    return load_shipped(build_planted_resnet, "planted_resnet", "planted ResNet", device, weights)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ingest.planted.model import CLASS_NAMES, INPUT_SIZE, MEAN, STD, WEIGHTS_DIR, predict_proba
+from ingest.planted.model import CLASS_NAMES, INPUT_SIZE, MEAN, STD, load_shipped, predict_proba
 
 __all__ = [
     "CLASS_NAMES",
@@ -54,13 +54,4 @@ def build_planted_vit(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
 
 def load_planted_vit(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
     """The shipped trained planted ViT (fp32, eval mode) on `device`."""
-    path = Path(weights) if weights is not None else WEIGHTS_DIR / "planted_vit.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"planted ViT weights not found at {path}; regenerate them with "
-            f"`python -m ingest.planted.train --arch planted_vit`"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_planted_vit()
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return model.to(device).eval()
+    return load_shipped(build_planted_vit, "planted_vit", "planted ViT", device, weights)
