@@ -30,7 +30,7 @@ from tests.services import free_ports, stack_env
 
 SERVICES = ("neo4j", "s3", "guide")
 # Quotes, a backslash, a space and a comment sign: the admin tool's argument file must keep them.
-AWKWARD_PASSWORD = "a \"quoted\\ pass' #word"
+AWKWARD_PASSWORD = "-a \"quoted\\ pass' #word"
 
 
 def _port_open(port: int) -> bool:

@@ -163,7 +163,8 @@ def _set_initial_password(cfg: StackConfig, build: JavaBuild, home: Path, conf_d
     arguments.unlink(missing_ok=True)
     fd = os.open(arguments, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(_argument_file_entry(cfg.neo4j_password) + "\n")
+        # "--" ends the options: a generated password may start with "-" (token_urlsafe)
+        handle.write("-- " + _argument_file_entry(cfg.neo4j_password) + "\n")
     env = _base_env(CLASSPATH=build.neo4j_classpath, NEO4J_HOME=str(home), NEO4J_CONF=str(conf_dir))
     command = [_java(), "-Xmx256m", _NEO4J_ADMIN, "dbms", "set-initial-password", f"@{arguments}"]
     try:
