@@ -2,10 +2,16 @@
 concepts it ranked and the neuron groups it masked.
 
     (:Run)-[:HAS_AUDIT]->(:AuditResult {audit_id, run_id, expected, created_at, params_json, ...})
-    (:AuditResult)-[:FOUND {rank, selectivity, bias_drop, random_bias_drop, bias_removed,
-                            recall_cost, influence, best_group}]->(:Concept)
+    (:AuditResult)-[:FOUND {entry, rank, selectivity, bias_drop, random_bias_drop, bias_removed,
+                            recall_cost, influence, best_group, shift, shift_low, shift_high,
+                            measurable}]->(:Concept)
     (:AuditResult)-[:TESTED {concept, selectivity, bias_drop, random_bias_drop, bias_removed,
                              recall_cost, metrics_json}]->(:NeuronGroup)
+
+`entry` names what was ranked: a concept ("flower") or a conjunction ("sun+cloud"), whose FOUND
+relationships go to each of its concepts with the same entry and rank. `shift*` are the entry's own
+effect on P(class) (a conjunction's: its interaction) and `measurable` whether it is outside the noise
+(causal audits; absent on label-based ones).
 
 The audit id is the run id plus a hash of the settings (expected concepts, image sets, thresholds),
 so auditing again with the same settings replaces the earlier result instead of adding one.
@@ -32,7 +38,7 @@ SET h.run_id = $run_id
 WITH a
 UNWIND $findings AS f
 MERGE (c:Concept {name: f.concept})
-MERGE (a)-[found:FOUND]->(c)
+MERGE (a)-[found:FOUND {entry: f.entry}]->(c)
 SET found += f.props
 WITH DISTINCT a
 UNWIND $tested AS t
@@ -56,17 +62,18 @@ def write_audit(driver: Driver, run_id: str, settings: dict[str, Any], findings:
     rows, tested = [], []
     for f in findings:
         name = concept_name(f["concept"])
-        rows.append(
-            {
-                "concept": name,
-                "props": {
-                    "rank": f["rank"],
-                    "influence": f["influence"],
-                    "best_group": f["best_group"],
-                    **{k: f[k] for k in _SCALARS},
-                },
-            }
-        )
+        props = {
+            "rank": f["rank"],
+            "influence": f["influence"],
+            "best_group": f["best_group"],
+            **{k: f[k] for k in _SCALARS},
+        }
+        if f.get("shift") is not None:
+            own = f.get("interaction") or f["shift"]
+            props.update(shift=own["mean"], shift_low=own["low"], shift_high=own["high"])
+            props["measurable"] = bool(f.get("measurable"))
+        for part in f.get("concepts") or [f["concept"]]:
+            rows.append({"concept": concept_name(part), "entry": name, "props": props})
         for g in f["groups"]:
             tested.append(
                 {
@@ -80,13 +87,14 @@ def write_audit(driver: Driver, run_id: str, settings: dict[str, Any], findings:
                     },
                 }
             )
+    top = next((r for r in rows if r["props"].get("measurable", True)), None)
     props = {
         "run_id": run_id,
         "expected": sorted(settings.get("expected", [])),
         "params_json": json.dumps(settings, sort_keys=True),
         "findings_json": json.dumps(findings, sort_keys=True),
-        "top_concept": rows[0]["concept"] if rows else None,
-        "caption": f"audit: {rows[0]['concept']}" if rows else "audit: no concept",
+        "top_concept": top["entry"] if top else None,
+        "caption": f"audit: {top['entry']}" if top else "audit: no measurable concept",
     }
     ensure_schema(driver)
 

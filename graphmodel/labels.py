@@ -20,7 +20,7 @@ from graphmodel.connection import GraphStoreError, read_rows
 from graphmodel.records import LabelRecord
 from graphmodel.schema import ensure_schema
 
-METHODS = ("concept_bank", "manual", "mllm", "clip")
+METHODS = ("concept_bank", "manual", "mllm", "clip", "spatial_iou")
 
 # LABELED.run_id is indexed; matching the groups instead would scan every node of the database.
 _CLEAR = """

@@ -141,7 +141,7 @@ class LabelRecord:
     group_id: str  # ng_id or sg_id
     concept: str
     score: float  # method-specific: ROC AUC for the concept bank, 1.0 for a manual label
-    method: str  # "concept_bank", "manual", "mllm", "clip"
+    method: str  # "concept_bank", "manual", "mllm", "clip", "spatial_iou"
     rank: int = 1  # 1 = the group's best label under this method
     details: dict[str, Any] = field(default_factory=dict)  # e.g. positives/negatives counted
 

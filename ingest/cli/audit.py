@@ -11,6 +11,8 @@ from ingest.cli.options import echo_json, json_option
 from ingest.cli.ranges import COUNT, SCORE, SEED
 from ingest.cli.run_opener import RunRef, graph, open_stored_run, run_options
 
+MIN_SHIFT_TEXT = "0.01"  # ingest.analysis.audit.MIN_SHIFT, kept here so the CLI loads no torch
+
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
@@ -25,9 +27,11 @@ def _share(value: float | None) -> str:
 )
 @click.option(
     "--pairs",
+    multiple=True,
     type=click.Path(exists=True, file_okay=False),
-    help="Counterfactual pairs: DIR/without/* and DIR/with/* (same file names, same scenes without and "
-    "with a concept, of other classes).",
+    help="Counterfactual pairs: DIR/without/* and DIR/with/* (same file names: scenes of other classes "
+    "without and with a concept), or a folder of such sets, one per concept or conjunction (A+B). "
+    "Repeatable.",
 )
 @click.option(
     "--negatives",
@@ -48,28 +52,45 @@ def _share(value: float | None) -> str:
 @click.option(
     "--random-sets", default=10, show_default=True, type=COUNT, help="Random same-size groups per group."
 )
+@click.option(
+    "--confirm",
+    default=3,
+    show_default=True,
+    type=COUNT,
+    help="With pairs: groups per concept masked beside random groups, after a screen of every group.",
+)
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random groups.")
 @json_option
 def audit_command(
     run: RunRef,
     expected: str,
-    pairs: str | None,
+    pairs: tuple[str, ...],
     negatives: str | None,
     class_images: str | None,
     min_score: float,
     max_rank: int,
     random_sets: int,
+    confirm: int,
     seed: int,
     as_json: bool,
 ) -> None:
-    """Find concepts the class relies on that it should not, and check each by masking its groups.
+    """Find concepts the class relies on that it should not, and the groups that carry them.
 
     \b
-    neurflow audit --run ID --expected stripes,wings --pairs cf_pairs/ --negatives other_classes/
-    Candidates are the run's labelled groups (run `neurflow label` first) whose concept is not
-    expected. Each is masked on the class's images, the false positives and the with-concept images
-    of the pairs, against random groups of the same size; concepts are ranked by selectivity (bias
-    removed beyond random minus class removed beyond random), not by labels or purity.
+    With counterfactual pairs (causal-first):
+      neurflow audit --run ID --expected stripes,wings --pairs pairs/
+    pairs/ holds one set per concept (pairs/flower/without, pairs/flower/with, ...) and may hold
+    conjunctions (pairs/sun+cloud/...). Each set's shift of P(class) is measured with a 95 % CI and
+    the sets are ranked by it (a conjunction by its interaction beyond its parts); a set that moves
+    nothing says so. Then every group is masked on each measurable concept's pairs, and the best are
+    masked again beside random groups of the same size: groups are ranked by the share of the shift
+    they remove beyond random, minus the class they cost. Labels are shown, never used to rank.
+
+    \b
+    With negatives only (label-based):
+      neurflow audit --run ID --expected stripes,wings --negatives other_classes/
+    Candidates are labelled groups (run `neurflow label` first) whose concept is not expected, masked
+    on the false positives against random groups; ranked by selectivity.
     """
     from ingest.analysis.audit import MIN_SHIFT
     from ingest.pipeline.audit_step import AuditSettings, AuditStepError, audit_stored_run
@@ -78,31 +99,37 @@ def audit_command(
         raise click.UsageError("give --pairs and/or --negatives: the audit measures bias on them")
     settings = AuditSettings(
         expected=expected.split(","),
-        pairs=pairs,
+        pairs=list(pairs) or None,
         negatives=negatives,
         class_images=class_images,
         min_score=min_score,
         max_rank=max_rank,
         random_sets=random_sets,
+        confirm=confirm,
         seed=seed,
     )
 
     def tick(done: int, total: int) -> None:
-        click.echo(f"\rmasking candidate groups: {done}/{total}", nl=done == total, err=True)
+        what = "concepts" if pairs else "candidate groups"
+        click.echo(f"\rmasking the groups behind the {what}: {done}/{total}", nl=done == total, err=True)
 
     with graph() as (_cfg, driver):
         opened = open_stored_run(driver, run, with_patches=False)
         run_id = opened.circuit.run_id
         try:
-            ident, findings, shift = audit_stored_run(
+            outcome = audit_stored_run(
                 driver, opened.model, opened.cuts, opened.circuit, opened.images, settings, tick
             )
         except AuditStepError as exc:
             raise click.ClickException(str(exc)) from None
-        result = [f.as_dict() for f in findings]
+    if outcome.method == "causal":
+        _print_causal(outcome, opened.circuit, as_json)
+        return
+    ident, findings, shift = outcome.audit_id, outcome.findings, outcome.pair_shift
+    result = [f.as_dict() for f in findings]
     shift_json = {**asdict(shift), "measurable": shift.measurable} if shift is not None else None
     if as_json:
-        echo_json({"audit_id": ident, "pair_shift": shift_json, "findings": result})
+        echo_json({"audit_id": ident, "method": "labels", "pair_shift": shift_json, "findings": result})
         return
     if shift is not None:
         verdict = (
@@ -146,4 +173,85 @@ def audit_command(
         "positives) when the best group is masked; random: the same for random groups of its size; "
         "bias rm: share of the counterfactual shift (else of the false positives) removed; recall: "
         f"change of the class's recall. Stored as AuditResult {ident}."
+    )
+
+
+def _ci(effect: dict) -> str:
+    return f"{effect['mean']:+.4f} ({effect['low']:+.4f} to {effect['high']:+.4f})"
+
+
+def _print_causal(outcome, circuit, as_json: bool) -> None:
+    """The causal audit: pair sets ranked by their shift, then the groups behind each measurable one."""
+    shifts = [s.as_dict() for s in outcome.shifts]
+    result = [f.as_dict() for f in outcome.findings]
+    if as_json:
+        echo_json(
+            {"audit_id": outcome.audit_id, "method": "causal", "concept_shifts": shifts, "findings": result}
+        )
+        return
+    click.echo(
+        f"counterfactual pairs: what each set does to P({circuit.class_name}), unmasked (mean shift, "
+        "95 % CI); a conjunction A+B is ranked by its interaction, shift(A+B) - shift(A) - shift(B)"
+    )
+    click.echo(f"{'rank':<5}{'concept':<22}{'shift (95 % CI)':<34}{'pairs':>6}  verdict")
+    for f in result:
+        own = f["interaction"] or f["shift"]
+        verdict = "measurable" if f["measurable"] else "no measurable shift"
+        if f["interaction"] is not None:
+            parts = " + ".join(f"{v:+.4f}" for v in f["parts"].values())
+            verdict = (
+                f"interaction {_ci(f['interaction'])}: "
+                + ("measurable" if f["measurable"] else "no measurable shift beyond its parts")
+                + f" (together {f['shift']['mean']:+.4f}, apart {parts})"
+            )
+        click.echo(f"{f['rank']:<5}{f['concept']:<22}{_ci(own):<34}{f['shift']['pairs']:>6}  {verdict}")
+    for s in shifts:
+        if s["expected"]:
+            click.echo(f"{'-':<5}{s['name']:<22}{_ci(s['shift']):<34}{s['shift']['pairs']:>6}  expected")
+    if not any(f["measurable"] for f in result):
+        click.echo(
+            f"no measurable shift (below {MIN_SHIFT_TEXT} or within the noise): no concept of these pairs "
+            "moves the class, so no group is masked and no share of a shift is computed"
+        )
+    for f in result:
+        if not f["groups"]:
+            continue
+        click.echo(
+            f"\ngroups behind '{f['concept']}' (masked alone, beside random groups of the same size at "
+            "their layer; ranked by shift removed beyond random minus class lost beyond random):"
+        )
+        wide = max(14, *(len(g["group_id"].split("/", 1)[1]) + 2 for g in f["groups"]))
+        click.echo(
+            f"{'group':<{wide}}{'size':>5}{'shift rm':>10}{'random':>8}{'P drop':>8}{'random':>8}"
+            f"{'recall':>8}{'select.':>9}  labels (not used to rank)"
+        )
+        for g in f["groups"]:
+            shift = g["metrics"]["shift"]
+            random_rm = 1.0 - shift["random"] / shift["unmasked"] if shift["unmasked"] > 0 else 0.0
+            labels = (
+                ", ".join(
+                    f"{'IoU ' if lab['method'] == 'spatial_iou' else ''}{lab['concept']} {lab['score']:.2f}"
+                    for lab in f["labels"].get(g["group_id"], [])
+                )
+                or "-"
+            )
+            click.echo(
+                f"{g['group_id'].split('/', 1)[1]:<{wide}}{g['size']:>5}{_share(g['bias_removed']):>10}"
+                f"{_share(random_rm):>8}{g['bias_drop']:>8.3f}{g['random_bias_drop']:>8.3f}"
+                f"{-g['recall_cost']:>+8.0%}{g['selectivity']:>9.3f}  {labels}"
+            )
+            if g["random_size"] < g["size"]:
+                click.echo(
+                    f"  note: {g['size']} neurons is half its layer or more; its random groups hold "
+                    f"{g['random_size']} (a quarter of the layer)"
+                )
+        if f["tied_with"]:
+            click.echo(
+                f"  tied: {', '.join(t.split('/', 1)[1] for t in f['tied_with'])} hold(s) at least 90 % the "
+                f"same neurons as {f['best_group'].split('/', 1)[1]}"
+            )
+    click.echo(
+        "shift rm: share of the pairs' shift of P(class) removed by masking; P drop: fall of P(class) on the "
+        "with-concept images; recall: change of the class's recall on its own images. "
+        f"Stored as AuditResult {outcome.audit_id}."
     )

@@ -47,6 +47,13 @@ def _bank_options(fn):
             click.option(
                 "--no-semantic-groups", is_flag=True, help="Label neuron groups only, not semantic groups."
             ),
+            click.option(
+                "--spatial/--no-spatial",
+                default=True,
+                show_default=True,
+                help="Also store IoU labels (method spatial_iou: where a group fires vs the concept's "
+                "mask) when every bank image has a NAME.concepts.npz mask sidecar.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -71,6 +78,7 @@ def label_group(
     top: int,
     min_score: float,
     no_semantic_groups: bool,
+    spatial: bool,
     as_json: bool,
 ) -> None:
     """Label a run's neuron groups and semantic groups with concepts.
@@ -86,7 +94,16 @@ def label_group(
     if not run_id or not bank_dir:
         raise click.UsageError("give --run ID and --concepts BANK, or a sub-command: set, remove, mllm, clip")
     from graphmodel.labels import write_labels
-    from ingest.labelling.concept_bank import ConceptBankError, concept_bank_labels, load_concept_bank
+    from ingest.labelling.concept_bank import (
+        ConceptBankError,
+        bank_activations,
+        bank_check,
+        bank_check_lines,
+        label_circuit,
+        load_concept_bank,
+    )
+    from ingest.labelling.spatial import METHOD as SPATIAL
+    from ingest.labelling.spatial import spatial_labels
 
     with graph() as (_cfg, driver):
         ref = RunRef(run_id, model_name=model_name, weights=weights, device=device)
@@ -97,20 +114,43 @@ def label_group(
             raise click.ClickException(str(exc)) from exc
         click.echo(
             f"concept bank {bank_dir}: {len(bank.concepts)} concepts ({', '.join(bank.concepts)}), "
-            f"{len(bank.files)} images",
+            f"{len(bank.files)} images; evidence: "
+            + ", ".join(f"{c} {bank.evidence(c).kind}" for c in bank.concepts),
             err=True,
         )
-        labels = concept_bank_labels(
+        check = bank_check(bank)
+        for line in bank_check_lines(check, bank.coverage is not None):
+            click.echo(line, err=True)
+        acts = bank_activations(
             opened.model,
             opened.cuts,
-            opened.circuit,
             bank,
+            progress=lambda desc, total: progress_bar(desc, total, unit="image"),
+        )
+        labels = label_circuit(
+            opened.circuit,
+            acts,
+            bank,
+            opened.cuts.representative_keys(),
             top=top,
             min_score=min_score,
             semantic_groups=not no_semantic_groups,
-            progress=lambda desc, total: progress_bar(desc, total, unit="image"),
         )
         written = write_labels(driver, run_id, "concept_bank", labels)
+        where: list = []
+        if spatial and bank.coverage is not None:
+            where = spatial_labels(
+                opened.model,
+                opened.cuts,
+                opened.circuit,
+                bank,
+                acts,
+                top=top,
+                progress=lambda desc, total: progress_bar(desc, total, unit="layer"),
+            )
+            written += write_labels(driver, run_id, SPATIAL, where)
+        elif spatial:
+            click.echo("spatial labels: skipped, the bank has no ground-truth masks on every image", err=True)
     best = defaultdict(list)
     for label in labels:
         best[label.group_id].append(label)
@@ -120,17 +160,44 @@ def label_group(
                 "run_id": run_id,
                 "written": written,
                 "groups": len(best),
+                "bank": check,
                 "labels": [
-                    {"group_id": lab.group_id, "concept": lab.concept, "score": lab.score, "rank": lab.rank}
+                    {
+                        "group_id": lab.group_id,
+                        "concept": lab.concept,
+                        "score": lab.score,
+                        "rank": lab.rank,
+                        "evidence": lab.details.get("evidence"),
+                        "ci95": lab.details.get("ci95"),
+                    }
                     for lab in labels
+                ],
+                "spatial": [
+                    {
+                        "group_id": lab.group_id,
+                        "concept": lab.concept,
+                        "iou": lab.score,
+                        "rank": lab.rank,
+                        "ci95": lab.details.get("ci95"),
+                    }
+                    for lab in where
                 ],
             }
         )
         return
-    click.echo(f"run {run_id}: {written} concept-bank labels on {len(best)} groups")
+    located = defaultdict(list)
+    for label in where:
+        located[label.group_id].append(label)
+    click.echo(
+        f"run {run_id}: {written} labels on {len(best)} groups (image-level score | IoU where it fires)"
+    )
     for group in opened.circuit.neuron_groups:
         shown = ", ".join(f"{lab.concept} {lab.score:.2f}" for lab in best.get(group.ng_id, []))
-        click.echo(f"  {group.ng_id.split('/', 1)[1]:<14} {len(group.members):>3} neurons  {shown or '-'}")
+        iou = ", ".join(f"{lab.concept} {lab.score:.2f}" for lab in located.get(group.ng_id, []))
+        click.echo(
+            f"  {group.ng_id.split('/', 1)[1]:<14} {len(group.members):>3} neurons  {shown or '-'}"
+            + (f"  | IoU {iou}" if iou else "")
+        )
 
 
 @label_group.command("set")

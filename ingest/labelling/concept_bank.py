@@ -7,11 +7,21 @@ Bank layout::
     BANK/_negatives/<concept>/*.png   negatives of that concept: crops of the same kind without it
     BANK/_negatives/*.png             negatives shared by every concept (used when a concept has
                                       no folder of its own)
+    BANK/_without/<concept>/NAME.png  optional: positive NAME.png with the concept removed (paired)
+    NAME.concepts.npz                 optional, beside any image: one ground-truth mask per concept
+
+Folders whose name starts with "_" are never concepts.
+
+What a positive is compared with (`bank_evidence`): its paired image without the concept when the
+bank has one, else negatives matched to the positives on every other concept the sidecars know,
+else the bank's negatives as they are.
 
 The score of a group on a concept is the ROC AUC of its score over the concept's positives against
-its negatives: 1.0 when every positive scores above every negative, 0.5 for chance. Contrast is the
-point: the raw response to isolated exemplars would label a group with whatever excites it most
-strongly (a trial labelled pink flowers "dots"), not with what tells the concept apart.
+those negatives (for pairs: the share of pairs whose positive scores higher): 1.0 when every positive
+scores above, 0.5 for chance. Each label carries its evidence, the numbers compared and a 95 %
+interval. Contrast is the point: the raw response to isolated exemplars would label a group with
+whatever excites it most strongly (a trial labelled pink flowers "dots"), not with what tells the
+concept apart.
 
 A group is neurons *and* a region of the representative space (its patches' channel means of the
 layer below, Eq. 3): the same neuron can sit in two groups, one per meaning. So a group's score on an
@@ -29,12 +39,12 @@ core neurons would get the same labels whatever their patches show.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from graphmodel.records import Circuit, LabelRecord
@@ -43,8 +53,11 @@ from ingest.core.layers import LayerCuts
 from ingest.core.metric import circuit_metric, metric_neurons
 from ingest.core.models import LoadedModel
 from ingest.core.patches import IMAGE_SUFFIXES, load_images, to_model_input
+from ingest.labelling.bank_evidence import Evidence, concept_evidence, score
 
 NEGATIVES = "_negatives"
+WITHOUT = "_without"
+SIDECAR = ".concepts.npz"
 MIN_EXEMPLARS = 5
 SOFT_ASSIGN_TEMPERATURE = 0.1
 
@@ -59,10 +72,34 @@ class ConceptBank:
     files: list[str]  # relative to the bank folder
     positives: dict[str, np.ndarray]  # concept -> row indices into pixels
     negatives: dict[str, np.ndarray]
+    # concept -> for each positive, the row of its image without the concept (-1: none)
+    paired: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    coverage: np.ndarray | None = None  # [N, K] share of pixels of each known concept (sidecars)
+    known: list[str] = dataclasses.field(default_factory=list)  # the K concepts of `coverage`
+    root: Path | None = None
+    _evidence: dict[str, Evidence] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def concepts(self) -> list[str]:
         return sorted(self.positives)
+
+    def evidence(self, concept: str) -> Evidence:
+        """What `concept`'s positives are compared with (`bank_evidence`), computed once."""
+        if concept not in self._evidence:
+            self._evidence[concept] = concept_evidence(
+                concept,
+                self.positives[concept],
+                self.negatives[concept],
+                self.paired.get(concept),
+                self.coverage,
+                self.known,
+            )
+        return self._evidence[concept]
+
+    def sidecar(self, row: int) -> Path:
+        """The ground-truth sidecar path of image `row` (it may not exist)."""
+        path = self.root / self.files[row] if self.root else Path(self.files[row])
+        return path.with_name(path.stem + SIDECAR)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -74,7 +111,7 @@ def load_concept_bank(folder: str | Path, size: int, *, min_exemplars: int = MIN
     root = Path(folder)
     if not root.is_dir():
         raise ConceptBankError(f"concept bank {str(root)!r} is not a directory")
-    concept_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name != NEGATIVES)
+    concept_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     if not concept_dirs:
         raise ConceptBankError(
             f"concept bank {root} has no concept folders: expected {root}/<concept>/*.png with "
@@ -92,28 +129,58 @@ def load_concept_bank(folder: str | Path, size: int, *, min_exemplars: int = MIN
                 files.append(p)
         return np.array([index[p] for p in paths], dtype=np.int64)
 
-    positives, negatives = {}, {}
+    positives, negatives, paired = {}, {}, {}
     problems = []
     for d in concept_dirs:
         pos = _images_in(d)
         own = neg_root / d.name
         neg = _images_in(own) if own.is_dir() else shared
-        if len(pos) < min_exemplars or len(neg) < min_exemplars:
+        without = root / WITHOUT / d.name
+        twins = {p.name: p for p in _images_in(without)} if without.is_dir() else {}
+        if len(pos) < min_exemplars or (len(neg) < min_exemplars and len(twins) < min_exemplars):
             problems.append(f"{d.name}: {len(pos)} positives, {len(neg)} negatives")
             continue
         positives[d.name], negatives[d.name] = rows(pos), rows(neg)
+        if sum(p.name in twins for p in pos) >= min_exemplars:
+            paired[d.name] = np.array(
+                [rows([twins[p.name]])[0] if p.name in twins else -1 for p in pos], dtype=np.int64
+            )
     if problems:
         raise ConceptBankError(
             f"concept bank {root}: every concept needs at least {min_exemplars} positives and "
             f"{min_exemplars} negatives ({NEGATIVES}/<concept>/ or shared {NEGATIVES}/*.png); "
             + "; ".join(problems)
         )
+    coverage, known = _coverage(files)
     return ConceptBank(
         load_images(files, size),
         [str(p.relative_to(root)) for p in files],
         positives,
         negatives,
+        paired,
+        coverage,
+        known,
+        root,
     )
+
+
+def _coverage(files: list[Path]) -> tuple[np.ndarray | None, list[str]]:
+    """[N, K] share of each image's pixels that each concept's ground-truth mask covers, when every
+    image has a sidecar with the same K concepts; else (None, [])."""
+    rows: list[dict[str, float]] = []
+    for path in files:
+        side = path.with_name(path.stem + SIDECAR)
+        if not side.is_file():
+            return None, []
+        try:
+            with np.load(side) as z:
+                rows.append({k: float(np.asarray(z[k], dtype=bool).mean()) for k in z.files})
+        except (OSError, ValueError):
+            return None, []
+    known = sorted(rows[0]) if rows else []
+    if not known or any(sorted(r) != known for r in rows):
+        return None, []
+    return np.array([[r[k] for k in known] for r in rows], dtype=np.float64), known
 
 
 def bank_activations(
@@ -138,24 +205,23 @@ def bank_activations(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-def _auc(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    return float(roc_auc_score(y, np.r_[scores[pos], scores[neg]]))
-
-
 def _labels_for(
     group_id: str, scores: np.ndarray, bank: ConceptBank, top: int, min_score: float
 ) -> list[LabelRecord]:
     rated = []
     for concept in bank.concepts:
-        pos, neg = bank.positives[concept], bank.negatives[concept]
+        evidence = bank.evidence(concept)
+        pos, neg = evidence.positives, evidence.negatives
+        value, low, high = score(evidence, scores)
         rated.append(
             (
-                _auc(scores, pos, neg),
+                value,
                 concept,
                 {
+                    "evidence": evidence.kind,
                     "positives": len(pos),
                     "negatives": len(neg),
+                    "ci95": [round(low, 4), round(high, 4)],
                     "mean_positive": round(float(scores[pos].mean()), 6),
                     "mean_negative": round(float(scores[neg].mean()), 6),
                 },
@@ -236,3 +302,52 @@ def concept_bank_labels(
         min_score=min_score,
         semantic_groups=semantic_groups,
     )
+
+
+def bank_check(bank: ConceptBank) -> dict[str, dict]:
+    """Per concept: the evidence its labels use and what differs between its positives and negatives
+    besides the concept, in the raw bank and in the compared sets (`bank_evidence.prevalence_gaps`)."""
+    out = {}
+    for concept in bank.concepts:
+        ev = bank.evidence(concept)
+        out[concept] = {
+            "evidence": ev.kind,
+            "positives": len(ev.positives),
+            "negatives": len(ev.negatives),
+            "raw_gaps": [{"concept": c, "positives": a, "negatives": b} for c, a, b in ev.raw_imbalance],
+            "gaps": [{"concept": c, "positives": a, "negatives": b} for c, a, b in ev.imbalance],
+        }
+    return out
+
+
+def bank_check_lines(check: dict[str, dict], known: bool) -> list[str]:
+    """What `neurflow label` prints about the bank: one line per concept whose negatives differ from its
+    positives in another concept, with the numbers, and what the labels compare instead."""
+
+    def gaps(items: list[dict]) -> str:
+        return ", ".join(
+            f"{g['concept']} ({g['positives']:.0%} of positives, {g['negatives']:.0%} of negatives)"
+            for g in items[:3]
+        )
+
+    lines = []
+    if not known:
+        lines.append(
+            "bank check: no ground-truth sidecars (NAME.concepts.npz) on every image, so confounds cannot be "
+            "measured; concepts without _without/ pairs are scored against the bank's negatives as they are"
+        )
+    for concept, c in check.items():
+        kind = c["evidence"]
+        if c["raw_gaps"]:
+            after = (
+                f"they still differ in {gaps(c['gaps'])}: treat '{concept}' scores with care"
+                if c["gaps"]
+                else "no such gap is left"
+            )
+            lines.append(
+                f"bank check: '{concept}' positives and negatives differ in {gaps(c['raw_gaps'])}; labels "
+                f"compare {kind} exemplars ({c['positives']} + {c['negatives']}): {after}"
+            )
+        elif c["gaps"]:
+            lines.append(f"bank check: '{concept}' {kind} exemplars differ in {gaps(c['gaps'])}")
+    return lines

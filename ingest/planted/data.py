@@ -29,6 +29,9 @@ from ingest.planted.scenes import (
 
 Masks = dict[str, np.ndarray]
 NON_BEE: tuple[str, ...] = tuple(c for c in CLASS_NAMES if c != "bee")
+# Scene objects the generator can switch off without changing anything else (Scene.with_concept).
+TOGGLEABLE: tuple[str, ...] = ("flower", "leaf")
+WITHOUT = "_without"
 CROP_SCALES: tuple[float, ...] = (1.0, 0.5, 0.25)
 # A crop is a positive exemplar of a concept when at least this share of its pixels shows it.
 POSITIVE_MIN_FRACTION: dict[str, float] = {
@@ -164,7 +167,9 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
     `out_dir/<concept>/NNNN.png`: crops (100/50/25 % of a scene, resized to the input size, as
     the patch dataset cuts them) in which the concept covers at least
     `POSITIVE_MIN_FRACTION[concept]` of the pixels. `out_dir/_negatives/<concept>/NNNN.png`:
-    crops of the same kind in which the concept is entirely absent. Scenes are drawn with flowers
+    crops of the same kind in which the concept is entirely absent. For the concepts the generator
+    can switch off (`TOGGLEABLE`), `out_dir/_without/<concept>/NNNN.png` is positive NNNN's crop of
+    the same scene with the concept switched off: a paired exemplar. Scenes are drawn with flowers
     in half of every class, so the bank itself carries no planted bias. Every PNG has a
     `.concepts.npz` sidecar; `manifest.json` records the rules.
     """
@@ -184,12 +189,22 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
                 class_name, options = _scene_options_for(concept, rng)
             else:
                 class_name, options = str(rng.choice(CLASS_NAMES)), {}
-            image, masks = render(int(rng.integers(2**31)), class_name, **_unbiased_options(options))
+            scene_seed = int(rng.integers(2**31))
+            scene = sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
+            image, masks = draw_scene(scene)
             for k in rng.permutation(len(boxes))[:8]:
                 patch, pmasks = crop(image, masks, boxes[k])
                 share = float(pmasks[concept].mean())
                 if want_pos and share >= POSITIVE_MIN_FRACTION[concept]:
                     save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
+                    if concept in TOGGLEABLE:
+                        # The same crop of the same scene with the concept switched off: a paired
+                        # exemplar that differs from the positive in the concept and nothing else.
+                        plain, plain_masks = draw_scene(scene.with_concept(concept, False))
+                        without, without_masks = crop(plain, plain_masks, boxes[k])
+                        paired_dir = out / WITHOUT / concept
+                        paired_dir.mkdir(parents=True, exist_ok=True)
+                        save_with_sidecar(paired_dir / f"{n_pos:04d}.png", without, without_masks)
                     n_pos += 1
                     break
                 if not want_pos and share == 0.0:
@@ -205,6 +220,8 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
         "crop_scales": list(CROP_SCALES),
         "positive_min_fraction": POSITIVE_MIN_FRACTION,
         "negatives": "_negatives/<concept>/: in-context crops in which that concept is absent",
+        "paired": sorted(TOGGLEABLE),
+        "without": "_without/<concept>/NNNN.png: positive NNNN with the concept switched off",
         "flower_prob": 0.5,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -214,11 +231,15 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
 def counterfactual_scenes(
     n: int, seed: int, *, concept: str = "flower", classes: Sequence[str] = NON_BEE
 ) -> list[tuple[Scene, Scene]]:
-    """`n` typical scenes (classes in turn), each as (without concept, with concept)."""
+    """`n` typical scenes (classes in turn), each as (without concept, with concept). `concept` may
+    name several toggleable concepts joined by "+" ("flower+leaf"): all are switched together."""
+    names = concept.split("+")
     pairs = []
     for i in range(n):
-        scene = sample_scene(np.random.default_rng(item_seed(seed, i)), classes[i % len(classes)])
-        pairs.append((scene.with_concept(concept, False), scene.with_concept(concept, True)))
+        without = with_ = sample_scene(np.random.default_rng(item_seed(seed, i)), classes[i % len(classes)])
+        for name in names:
+            without, with_ = without.with_concept(name, False), with_.with_concept(name, True)
+        pairs.append((without, with_))
     return pairs
 
 
@@ -250,5 +271,6 @@ def write_counterfactual_pairs(
             image, masks = draw_scene(scene)
             save_with_sidecar(out / sub / f"{i:04d}.png", image, masks)
         index.append({"file": f"{i:04d}.png", "class": a.class_name})
-    (out / "pairs.json").write_text(json.dumps({"concept": concept, "pairs": index}, indent=2))
+    meta = {"concept": concept, "concepts": concept.split("+"), "pairs": index}
+    (out / "pairs.json").write_text(json.dumps(meta, indent=2))
     return out
