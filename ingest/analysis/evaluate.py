@@ -202,6 +202,18 @@ def _targets(circuit: Circuit, layer: str, limit: int | None, rng: np.random.Gen
     return neurons
 
 
+def progress_total(circuit: Circuit, check: str, *, max_targets: int | None, taus: Sequence[int] = ()) -> int:
+    """How many times `check` calls its progress callback: once per target neuron for optimality,
+    correlation and k-stability, once per layer and τ for fidelity; so a bar can show a total and an ETA."""
+    if check == "fidelity":
+        return len(taus) * len(circuit.layer_names()[1:])
+    total = 0
+    for name in circuit.layer_names()[:-1]:
+        n = sum(1 for neuron in circuit.neurons_at(name) if neuron.children)
+        total += n if max_targets is None else min(n, max_targets)
+    return total
+
+
 def _concept_rows(circuit: Circuit, patches: PatchSet, neuron) -> np.ndarray:
     index = {r.patch_id: i for i, r in enumerate(patches.records)}
     missing = [p for p in neuron.concept if p not in index]

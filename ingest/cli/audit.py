@@ -122,6 +122,11 @@ def audit_command(
             )
         except AuditStepError as exc:
             raise click.ClickException(str(exc)) from None
+    if not as_json:
+        from ingest.pipeline.output import tau_lines
+
+        for line in tau_lines(opened.circuit):  # narrow layers: random groups there are a quarter layer
+            click.echo(line, err=True)
     if outcome.method == "causal":
         _print_causal(outcome, opened.circuit, as_json)
         return

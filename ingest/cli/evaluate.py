@@ -15,6 +15,26 @@ from ingest.cli.ranges import COUNT, SEED, Bounded
 from ingest.cli.run_opener import RunRef, graph, open_run_or_circuit, run_or_circuit_options
 
 CHECKS = ("optimality", "fidelity", "correlation", "k_stability")
+# The defaults finish in minutes on the planted benchmark on 2 CPU cores; `--paper` gives App. D.7's
+# sizes (docs/evaluation.md has both timings).
+PRESETS = {
+    "quick": {
+        "random_sets": 20,
+        "max_targets": 2,
+        "fidelity_random_sets": 5,
+        "sizes": (1, 5, 20),
+        "sets_per_size": 10,
+        "ks": (30, 50, 90, 150),
+    },
+    "paper": {
+        "random_sets": 100,
+        "max_targets": 5,
+        "fidelity_random_sets": 10,
+        "sizes": (1, 5, 10, 20, 50),
+        "sets_per_size": 50,
+        "ks": (30, 50, 70, 90, 110, 150, 190),
+    },
+}
 
 
 def _ints(_ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
@@ -28,6 +48,11 @@ def _ints(_ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, 
     if min(values) < 1:
         raise click.BadParameter(f"{text!r}: every value must be at least 1 (a size or a count)", param=param)
     return values
+
+
+def _ints_or_none(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[int, ...] | None:
+    """`_ints`, or None when the option was not given (the preset decides)."""
+    return None if text is None else _ints(ctx, param, text)
 
 
 def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes: int, size: int):
@@ -68,31 +93,26 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     show_default=True,
     help="Folder for evaluation.json and the plots.",
 )
-@click.option("--random-sets", default=100, show_default=True, type=COUNT, help="(a) random sets per target.")
 @click.option(
-    "--max-targets",
-    default=5,
-    show_default=True,
-    type=COUNT,
-    help="(a, c, d) circuit neurons tested per layer.",
+    "--paper",
+    is_flag=True,
+    help="The paper's settings (App. D.7) instead of the quick defaults; explicit options still win.",
+)
+@click.option("--random-sets", type=COUNT, help="(a) random sets per target [quick 20, paper 100].")
+@click.option(
+    "--max-targets", type=COUNT, help="(a, c, d) circuit neurons tested per layer [quick 2, paper 5]."
 )
 @click.option("--taus", default="4,8,16", show_default=True, callback=_ints, help="(b) core-set sizes.")
 @click.option(
-    "--fidelity-random-sets",
-    default=10,
-    show_default=True,
-    type=COUNT,
-    help="(b) random sets per layer and τ.",
+    "--fidelity-random-sets", type=COUNT, help="(b) random sets per layer and τ [quick 5, paper 10]."
 )
 @click.option(
-    "--sizes", default="1,5,10,20,50", show_default=True, callback=_ints, help="(c) random-set sizes."
+    "--sizes", callback=_ints_or_none, help="(c) random-set sizes [quick 1,5,20; paper 1,5,10,20,50]."
 )
 @click.option(
     "--sets-per-size",
-    default=50,
-    show_default=True,
     type=Bounded(int, 2, why="a correlation needs at least two sets"),
-    help="(c) random sets per size (>1).",
+    help="(c) random sets per size (>1) [quick 10, paper 50].",
 )
 @click.option(
     "--max-single",
@@ -101,7 +121,9 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     help="(c) at size 1, knock out this many random neurons instead of every neuron of a wider layer.",
 )
 @click.option(
-    "--ks", default="30,50,70,90,110,150,190", show_default=True, callback=_ints, help="(d) values of k."
+    "--ks",
+    callback=_ints_or_none,
+    help="(d) values of k [quick 30,50,90,150; paper 30,50,70,90,110,150,190].",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Random seed of the random sets.")
 @json_option
@@ -110,14 +132,15 @@ def evaluate_command(
     held_out: str | None,
     checks: str,
     out_dir: str,
-    random_sets: int,
-    max_targets: int,
+    paper: bool,
+    random_sets: int | None,
+    max_targets: int | None,
     taus: tuple[int, ...],
-    fidelity_random_sets: int,
-    sizes: tuple[int, ...],
-    sets_per_size: int,
+    fidelity_random_sets: int | None,
+    sizes: tuple[int, ...] | None,
+    sets_per_size: int | None,
     max_single: int | None,
-    ks: tuple[int, ...],
+    ks: tuple[int, ...] | None,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -125,9 +148,29 @@ def evaluate_command(
 
     \b
     neurflow evaluate --run ID --held-out held_out/ --out eval/
-    Writes eval/evaluation.json and one PNG per check; a stored run also gets the result as
+    neurflow evaluate --run ID --held-out held_out/ --paper      # App. D.7's sizes (much longer)
+    The defaults are quick (minutes on the planted benchmark on 2 CPU cores); every bar has a total
+    and an ETA. Writes eval/evaluation.json and one PNG per check; a stored run also gets the result as
     Run.evaluation_json (and eval_* headline properties), which `neurflow report` shows.
     """
+    preset = PRESETS["paper" if paper else "quick"]
+    random_sets = random_sets or preset["random_sets"]
+    max_targets = max_targets or preset["max_targets"]
+    fidelity_random_sets = fidelity_random_sets or preset["fidelity_random_sets"]
+    sizes = sizes or preset["sizes"]
+    sets_per_size = sets_per_size or preset["sets_per_size"]
+    ks = ks or preset["ks"]
+    settings = {
+        "preset": "paper" if paper else "quick",
+        "random_sets": random_sets,
+        "max_targets": max_targets,
+        "taus": list(taus),
+        "fidelity_random_sets": fidelity_random_sets,
+        "sizes": list(sizes),
+        "sets_per_size": sets_per_size,
+        "max_single": max_single,
+        "ks": list(ks),
+    }
     from ingest.analysis import evaluate as ev
     from ingest.analysis.evaluation_plots import evaluation_plots
 
@@ -146,7 +189,12 @@ def evaluate_command(
     model, cuts, circuit, patches = opened.model, opened.cuts, opened.circuit, opened.patches
     steps = int(circuit.params.get("steps", 50))
     method = circuit.params.get("quadrature", "riemann_right")
-    result: dict = {"run_id": circuit.run_id, "model_id": circuit.model_id, "class_name": circuit.class_name}
+    result: dict = {
+        "run_id": circuit.run_id,
+        "model_id": circuit.model_id,
+        "class_name": circuit.class_name,
+        "settings": settings,
+    }
     timings = {}
 
     def stage(name: str, fn):
@@ -154,7 +202,9 @@ def evaluate_command(
         from tqdm import tqdm
 
         t0 = time.perf_counter()
-        with tqdm(desc=name, unit="step", file=sys.stderr, dynamic_ncols=True, leave=True) as bar:
+        total = ev.progress_total(circuit, name, max_targets=max_targets, taus=taus)
+        unit = "layer×τ" if name == "fidelity" else "target"
+        with tqdm(desc=name, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True) as bar:
 
             def tick(layer: str) -> None:
                 bar.set_postfix_str(layer, refresh=False)

@@ -263,10 +263,11 @@ def write_counterfactual_pairs(
     """Writes `without/NNNN.png` and `with/NNNN.png` (+ sidecars) and `pairs.json` (class of
     each pair). The two images of a pair differ only where the added concept is drawn."""
     out = Path(out_dir)
+    scenes = counterfactual_scenes(n, seed, concept=concept, classes=classes)  # checks `concept` first
     (out / "without").mkdir(parents=True, exist_ok=True)
     (out / "with").mkdir(parents=True, exist_ok=True)
     index = []
-    for i, (a, b) in enumerate(counterfactual_scenes(n, seed, concept=concept, classes=classes)):
+    for i, (a, b) in enumerate(scenes):
         for scene, sub in ((a, "without"), (b, "with")):
             image, masks = draw_scene(scene)
             save_with_sidecar(out / sub / f"{i:04d}.png", image, masks)
