@@ -181,9 +181,16 @@ def default_layers(arch: str) -> list[str]:
         from ingest.planted.vit import VIT_LAYERS
 
         return list(VIT_LAYERS)
+    if arch == "planted_toys_cnn":
+        # Mixed widths (block3 is 32 wide); a plain sequential net, so every cut is clean.
+        from ingest.planted.toys_model import TOYS_LAYERS
+
+        return list(TOYS_LAYERS)
     if arch in DEFAULT_LAYERS:
         return list(DEFAULT_LAYERS[arch])
-    known = ", ".join(sorted([*DEFAULT_LAYERS, "planted_cnn", "planted_resnet", "planted_vit"]))
+    known = ", ".join(
+        sorted([*DEFAULT_LAYERS, "planted_cnn", "planted_resnet", "planted_vit", "planted_toys_cnn"])
+    )
     raise LayerError(
         f"no default layer list for {arch!r} (defaults exist for: {known}). "
         f"Name the layers yourself, top first; `neurflow layers MODEL` lists the candidates."

@@ -31,7 +31,7 @@ _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _KEY_PREFIXES = ("module.", "_orig_mod.")
 _AUX_HEADS = {"googlenet": "aux1.", "inception_v3": "AuxLogits."}
 # The planted benchmark's models (ingest/planted/): built here, shipped weights `<name>.pt`.
-PLANTED_MODELS = ("planted_cnn", "planted_resnet", "planted_vit")
+PLANTED_MODELS = ("planted_cnn", "planted_resnet", "planted_vit", "planted_toys_cnn")
 
 
 class ModelError(ValueError):
@@ -76,7 +76,7 @@ def load_model(
 ) -> LoadedModel:
     """Build or load `model`, check it is a classifier, and put it in eval mode on `device`.
 
-    `model` is a torchvision architecture name, "planted_cnn" or "planted_resnet", a
+    `model` is a torchvision architecture name, a planted model (PLANTED_MODELS), a
     "package.module:factory" entry point, or (when `weights` holds a whole module or TorchScript)
     "auto". Without weights the model is randomly initialised with `seed` (the planted models load
     their shipped weights instead).
@@ -185,6 +185,14 @@ def _builder(model: str) -> Builder | None:
             return build_planted_vit(n or len(CLASS_NAMES))
 
         return planted_vit
+    if model == "planted_toys_cnn":
+
+        def planted_toys_cnn(n: int | None) -> nn.Module:
+            from ingest.planted.toys_model import CLASS_NAMES, build_planted_toys_cnn
+
+            return build_planted_toys_cnn(n or len(CLASS_NAMES))
+
+        return planted_toys_cnn
     if ":" in model:
         return _entry_point(model)
     archs = torchvision_archs()
@@ -193,7 +201,8 @@ def _builder(model: str) -> Builder | None:
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ModelError(
             f"unknown architecture {model!r}.{hint} Use a torchvision classification model name, "
-            f"planted_cnn, planted_resnet, or package.module:factory for your own model."
+            f"planted_cnn, planted_resnet, planted_vit, planted_toys_cnn, or package.module:factory for "
+            "your own model."
         )
 
     def torchvision_model(n: int | None, aux: bool = False) -> nn.Module:
@@ -476,19 +485,27 @@ def _check_classifier(net: nn.Module, size: int, dev: torch.device, arch: str) -
     return int(out.shape[1])
 
 
+def _planted_world(model: str):
+    """The module holding a planted model's CLASS_NAMES, INPUT_SIZE, MEAN and STD: the toys CNN
+    has its own world (`ingest/planted/toys_model.py`), the others share the insect world's."""
+    if model == "planted_toys_cnn":
+        from ingest.planted import toys_model
+
+        return toys_model
+    from ingest.planted import model as planted
+
+    return planted
+
+
 def _default_input_size(model: str) -> int:
     if model in PLANTED_MODELS:
-        from ingest.planted.model import INPUT_SIZE
-
-        return int(INPUT_SIZE)
+        return int(_planted_world(model).INPUT_SIZE)
     return 299 if model == "inception_v3" else 224
 
 
 def _default_norm(model: str, attr: str, fallback: tuple[float, float, float]):
     if model in PLANTED_MODELS:
-        from ingest.planted import model as planted
-
-        return tuple(getattr(planted, attr))
+        return tuple(getattr(_planted_world(model), attr))
     return fallback
 
 
@@ -502,9 +519,7 @@ def _triple(value, default, what: str) -> tuple[float, float, float]:
 def _class_names(model: str, sidecar: dict, n: int, path: Path | None) -> list[str] | None:
     names = sidecar.get("classes")
     if names is None and model in PLANTED_MODELS:
-        from ingest.planted.model import CLASS_NAMES
-
-        names = CLASS_NAMES
+        names = _planted_world(model).CLASS_NAMES
     if names is None:
         return None
     names = [str(c) for c in names]

@@ -1,0 +1,304 @@
+"""Datasets and folders of the toys world (`toys.py`), in the insect world's file formats.
+
+- `make_dataset`: training arrays; `write_image_folder`: `NNNN.png` scenes of one class with
+  `NNNN.concepts.npz` sidecars (`np.savez_compressed(path, **{concept: bool HxW})`, one mask per
+  concept in `toys.CONCEPTS`, all False where the concept is absent).
+- `write_concept_bank`: `BANK/<concept>/NNNN.png` in-context positive crops,
+  `BANK/_negatives/<concept>/NNNN.png` crops without the concept, and for every toggleable concept
+  `BANK/_without/<concept>/NNNN.png`: positive NNNN's scene and crop box with the concept switched off.
+- `write_counterfactual_pairs`: `without/NNNN.png`, `with/NNNN.png` and `pairs.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ingest.planted.data import CROP_SCALES, crop, crop_boxes, item_seed
+from ingest.planted.toys import (
+    BACKGROUNDS,
+    BIAS_CLASS,
+    BIAS_CONCEPTS,
+    CLASS_NAMES,
+    CLASS_PARTS,
+    CONCEPTS,
+    TOGGLEABLE,
+    Scene,
+    draw_scene,
+    render,
+    sample_scene,
+)
+
+__all__ = [
+    "BANK_CONTEXT_PROB",
+    "NON_BIAS",
+    "POSITIVE_MIN_FRACTION",
+    "counterfactual_pairs",
+    "counterfactual_scenes",
+    "draw_images",
+    "load_sidecar",
+    "make_dataset",
+    "save_with_sidecar",
+    "write_concept_bank",
+    "write_counterfactual_pairs",
+    "write_image_folder",
+]
+
+Masks = dict[str, np.ndarray]
+NON_BIAS: tuple[str, ...] = tuple(c for c in CLASS_NAMES if c != BIAS_CLASS)
+# A crop is a positive exemplar of a concept when at least this share of its pixels shows it.
+POSITIVE_MIN_FRACTION: dict[str, float] = {
+    "sail": 0.08,
+    "ribbon": 0.03,
+    "hull": 0.08,
+    "wheels": 0.05,
+    "windows": 0.03,
+    "roof": 0.08,
+    "sun": 0.06,
+    "cloud": 0.08,
+    "balloon": 0.04,
+    "fence": 0.12,
+    "water": 0.3,
+    "snow": 0.3,
+    "dusk": 0.3,
+}
+# Bank scenes: every toggleable concept independently on in half the scenes (no planted bias).
+BANK_CONTEXT_PROB: dict[str, float] = dict.fromkeys(TOGGLEABLE, 0.5)
+
+
+def save_with_sidecar(path: Path, image: np.ndarray, masks: Masks) -> None:
+    """Writes `path` (PNG) and `path.with_suffix('.concepts.npz')` with one mask per toys concept."""
+    Image.fromarray(image).save(path)
+    full = {c: masks.get(c, np.zeros(image.shape[:2], bool)).astype(bool) for c in CONCEPTS}
+    np.savez_compressed(path.with_suffix(".concepts.npz"), **full)
+
+
+def load_sidecar(image_path: str | Path) -> Masks:
+    """The concept masks saved beside an image by `save_with_sidecar`."""
+    with np.load(Path(image_path).with_suffix(".concepts.npz")) as z:
+        return {k: z[k].astype(bool) for k in z.files}
+
+
+def _draw_chunk(scenes: list[Scene]) -> list[np.ndarray]:
+    return [draw_scene(scene)[0] for scene in scenes]
+
+
+def draw_images(scenes: Sequence[Scene], workers: int = 1) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of `scenes`, drawn in `workers` processes when > 1."""
+    scenes = list(scenes)
+    if not scenes:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    if workers <= 1 or len(scenes) < 256:
+        return np.stack(_draw_chunk(scenes))
+    chunks = [scenes[i : i + 64] for i in range(0, len(scenes), 64)]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return np.stack([im for chunk in pool.map(_draw_chunk, chunks) for im in chunk])
+
+
+def make_dataset(
+    n: int,
+    seed: int,
+    workers: int = 1,
+    *,
+    classes: Sequence[str] = CLASS_NAMES,
+    **scene_options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` scenes, classes in turn (balanced): (uint8 [n, 64, 64, 3] images, int64 [n] labels
+    indexing CLASS_NAMES). Scene options (`sample_scene`'s) default to the training distribution,
+    planted bias included."""
+    names = [classes[i % len(classes)] for i in range(n)]
+    scenes = [
+        sample_scene(np.random.default_rng(item_seed(seed, i)), c, **scene_options)
+        for i, c in enumerate(names)
+    ]
+    labels = np.array([CLASS_NAMES.index(c) for c in names], np.int64)
+    return draw_images(scenes, workers), labels
+
+
+def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) -> Path:
+    """Writes `n` typical scenes of one class (training distribution, planted bias included) as
+    `NNNN.png` plus `NNNN.concepts.npz` sidecars. Returns the folder."""
+    if class_name not in CLASS_NAMES:
+        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    offset = CLASS_NAMES.index(class_name) * 1_000_003
+    for i in range(n):
+        image, masks = render(item_seed(seed, offset + i), class_name)
+        save_with_sidecar(out / f"{i:04d}.png", image, masks)
+    return out
+
+
+def _positive_options(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
+    """A class and scene options that show `concept`, so positives come quickly."""
+    if concept in TOGGLEABLE:
+        return str(rng.choice(CLASS_NAMES)), {"context": {concept: True}}
+    if concept in BACKGROUNDS:
+        return str(rng.choice(CLASS_NAMES)), {"background": concept}
+    owners = [c for c in CLASS_NAMES if concept in CLASS_PARTS[c]]
+    if not owners:
+        raise ValueError(f"unknown concept {concept!r}; choose one of {CONCEPTS}")
+    return str(rng.choice(owners)), {}
+
+
+def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
+    """Writes an in-context concept bank for labelling.
+
+    `out_dir/<concept>/NNNN.png`: crops (100/50/25 % of a scene on the patch grid, resized to the
+    input size) in which the concept covers at least `POSITIVE_MIN_FRACTION[concept]` of the pixels.
+    `out_dir/_negatives/<concept>/NNNN.png`: crops of the same kind in which it is entirely absent.
+    `out_dir/_without/<concept>/NNNN.png` (toggleable concepts only): the scene and crop box of
+    positive NNNN with that concept switched off, so the pair differs only where it was drawn.
+    Bank scenes carry no planted bias: every toggleable concept is on in half the scenes of every
+    class, independently (`BANK_CONTEXT_PROB`). Every PNG has a sidecar; `manifest.json` records
+    the rules and each positive's crop box ([x, y, side] in the 64 px scene, `positive_boxes`).
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x70B5]))
+    boxes = crop_boxes()
+    used: dict[str, list[list[int]]] = {}
+    for concept in CONCEPTS:
+        pos_dir, neg_dir = out / concept, out / "_negatives" / concept
+        pos_dir.mkdir(parents=True, exist_ok=True)
+        neg_dir.mkdir(parents=True, exist_ok=True)
+        paired = concept in TOGGLEABLE
+        if paired:
+            (out / "_without" / concept).mkdir(parents=True, exist_ok=True)
+        n_pos = n_neg = 0
+        used[concept] = []
+        for _attempt in range(200 * n_per_concept):
+            if n_pos >= n_per_concept and n_neg >= n_per_concept:
+                break
+            want_pos = n_pos < n_per_concept and (n_neg >= n_per_concept or rng.random() < 0.5)
+            if want_pos:
+                class_name, options = _positive_options(concept, rng)
+            else:
+                class_name, options = str(rng.choice(CLASS_NAMES)), {}
+            context_prob = {c: p for c, p in BANK_CONTEXT_PROB.items() if c not in options.get("context", {})}
+            scene = sample_scene(
+                np.random.default_rng(int(rng.integers(2**31))),
+                class_name,
+                context_prob=context_prob,
+                **options,
+            )
+            image, masks = draw_scene(scene)
+            for k in rng.permutation(len(boxes))[:8]:
+                patch, pmasks = crop(image, masks, boxes[k])
+                share = float(pmasks[concept].mean())
+                if want_pos and share >= POSITIVE_MIN_FRACTION[concept]:
+                    save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
+                    if paired:
+                        off_image, off_masks = draw_scene(scene.with_concepts({concept: False}))
+                        off_patch, off_pmasks = crop(off_image, off_masks, boxes[k])
+                        save_with_sidecar(
+                            out / "_without" / concept / f"{n_pos:04d}.png", off_patch, off_pmasks
+                        )
+                    used[concept].append([int(v) for v in boxes[k]])
+                    n_pos += 1
+                    break
+                if not want_pos and share == 0.0:
+                    save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
+                    n_neg += 1
+                    break
+        if n_pos < n_per_concept or n_neg < n_per_concept:
+            raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
+    manifest = {
+        "world": "toys",
+        "concepts": CONCEPTS,
+        "n_per_concept": n_per_concept,
+        "seed": seed,
+        "crop_scales": list(CROP_SCALES),
+        "positive_min_fraction": POSITIVE_MIN_FRACTION,
+        "negatives": "_negatives/<concept>/: in-context crops in which that concept is absent",
+        "paired": list(TOGGLEABLE),
+        "without": "_without/<concept>/NNNN.png: positive NNNN's scene and crop box with <concept> "
+        "switched off (toggleable concepts only); it differs only where the concept was drawn",
+        "context_prob": BANK_CONTEXT_PROB,
+        "bias": False,
+        "positive_boxes": used,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def counterfactual_scenes(
+    n: int,
+    seed: int,
+    concepts: Sequence[str] = (BIAS_CONCEPTS[0],),
+    classes: Sequence[str] = NON_BIAS,
+    hold_off: Sequence[str] | None = None,
+) -> list[tuple[Scene, Scene]]:
+    """`n` typical scenes (training distribution, classes in turn), each as (all `concepts` off,
+    all `concepts` on). The concepts in `hold_off` are off in both; by default those are the bias
+    concepts not in `concepts`, so that ("sun",) means the sun *alone*, without the cloud that
+    would complete the planted pair."""
+    concepts = tuple(concepts)
+    bad = [c for c in concepts if c not in TOGGLEABLE]
+    if bad or not concepts:
+        raise ValueError(f"concepts must be toggleable ones {TOGGLEABLE}, got {list(concepts)}")
+    if hold_off is None:
+        hold_off = tuple(c for c in BIAS_CONCEPTS if c not in concepts)
+    held = dict.fromkeys(hold_off, False)
+    pairs = []
+    for i in range(n):
+        scene = sample_scene(np.random.default_rng(item_seed(seed, i)), classes[i % len(classes)])
+        pairs.append(
+            (
+                scene.with_concepts({**held, **dict.fromkeys(concepts, False)}),
+                scene.with_concepts({**held, **dict.fromkeys(concepts, True)}),
+            )
+        )
+    return pairs
+
+
+def counterfactual_pairs(
+    n: int,
+    seed: int,
+    concepts: Sequence[str] = (BIAS_CONCEPTS[0],),
+    classes: Sequence[str] = NON_BIAS,
+    hold_off: Sequence[str] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(without, with) uint8 image pairs of `counterfactual_scenes`."""
+    return [
+        (draw_scene(a)[0], draw_scene(b)[0])
+        for a, b in counterfactual_scenes(n, seed, concepts, classes, hold_off)
+    ]
+
+
+def write_counterfactual_pairs(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    concepts: Sequence[str] = (BIAS_CONCEPTS[0],),
+    classes: Sequence[str] = NON_BIAS,
+    hold_off: Sequence[str] | None = None,
+) -> Path:
+    """Writes `without/NNNN.png` and `with/NNNN.png` (+ sidecars) and `pairs.json`:
+    {"concept": "+".join(concepts), "concepts": [...], "held_off": [...], "pairs": [{"file", "class"}]}.
+    The two images of a pair differ only where the switched concepts are drawn."""
+    concepts = tuple(concepts)
+    if hold_off is None:
+        hold_off = tuple(c for c in BIAS_CONCEPTS if c not in concepts)
+    out = Path(out_dir)
+    (out / "without").mkdir(parents=True, exist_ok=True)
+    (out / "with").mkdir(parents=True, exist_ok=True)
+    index = []
+    for i, (a, b) in enumerate(counterfactual_scenes(n, seed, concepts, classes, hold_off)):
+        for scene, sub in ((a, "without"), (b, "with")):
+            image, masks = draw_scene(scene)
+            save_with_sidecar(out / sub / f"{i:04d}.png", image, masks)
+        index.append({"file": f"{i:04d}.png", "class": a.class_name})
+    meta = {
+        "concept": "+".join(concepts),
+        "concepts": list(concepts),
+        "held_off": list(hold_off),
+        "pairs": index,
+    }
+    (out / "pairs.json").write_text(json.dumps(meta, indent=2))
+    return out

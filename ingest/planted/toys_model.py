@@ -1,0 +1,102 @@
+"""The toys world's CNN: a plain sequential network whose listed layers have *mixed* widths.
+
+block1 48, block2 160, block3 32 (narrow: τ = 16 is half of it), block4 96. Each listed block reads
+the input only through the block below (no skip connections), so every cut is clean. Unlike the
+insect CNN it starts with a 5×5 stride-2 convolution, pools with max- and average-pooling, and its
+top block is a 4×4 convolution over the whole 4×4 map of block3 (output 96 × 1 × 1): every block4
+neuron sees the whole image, which is what lets it respond to two context objects *together*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ingest.planted.model import load_shipped
+from ingest.planted.toys import CLASS_NAMES, CONCEPTS, INPUT_SIZE
+
+__all__ = [
+    "CLASS_NAMES",
+    "CONCEPTS",
+    "INPUT_SIZE",
+    "LAYER_CHANNELS",
+    "MEAN",
+    "STD",
+    "TOYS_LAYERS",
+    "build_planted_toys_cnn",
+    "load_planted_toys_cnn",
+    "predict_proba",
+    "preprocess",
+]
+
+# Per-channel statistics of the toys training scenes (2,000 scenes, seed 0), for a [0, 1] image.
+MEAN: tuple[float, float, float] = (0.54, 0.54, 0.6)
+STD: tuple[float, float, float] = (0.32, 0.26, 0.25)
+
+TOYS_LAYERS: list[str] = ["fc", "block4", "block3", "block2", "block1"]
+LAYER_CHANNELS: dict[str, int] = {"block1": 48, "block2": 160, "block3": 32, "block4": 96}
+
+
+def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class PlantedToysCNN(nn.Module):
+    """64x64 -> stem (24x32x32) -> block1 (48x16x16) -> block2 (160x8x8) -> block3 (32x4x4)
+    -> block4 (96x1x1) -> fc."""
+
+    def __init__(self, num_classes: int = len(CLASS_NAMES)) -> None:
+        super().__init__()
+        ch = LAYER_CHANNELS
+        self.stem = nn.Sequential(*_conv(3, 24, kernel=5, stride=2, padding=2))
+        self.block1 = nn.Sequential(*_conv(24, ch["block1"]), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(*_conv(ch["block1"], ch["block2"]), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(*_conv(ch["block2"], ch["block3"]), nn.AvgPool2d(2))
+        self.block4 = nn.Sequential(*_conv(ch["block3"], ch["block4"], kernel=4, padding=0))
+        self.pool = nn.Flatten()
+        self.fc = nn.Linear(ch["block4"], num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.block1(x)
+        x = self.block2(x)
+        x = self.block3(x)
+        x = self.block4(x)
+        return self.fc(self.pool(x))
+
+
+def build_planted_toys_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
+    """A freshly initialised (untrained) toys CNN; `load_planted_toys_cnn` gives the shipped one."""
+    return PlantedToysCNN(num_classes)
+
+
+def preprocess(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (or one HxWx3 image) -> float [N, 3, H, W] normalised with MEAN/STD."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x[None]
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities [N, num_classes] of uint8 images under `model` (eval mode assumed)."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = model(preprocess(images[i : i + batch_size]).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+
+def load_planted_toys_cnn(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
+    """The shipped trained toys CNN (fp32, eval mode) on `device`."""
+    return load_shipped(build_planted_toys_cnn, "planted_toys_cnn", "planted toys CNN", device, weights)
