@@ -123,9 +123,12 @@ def dominant_groups(driver, run_id: str, share: float = 0.9) -> dict[str, dict[s
     for r in records:
         truth = _exemplar_truth(driver, r["g"])
         shares = {c: sum(c in t for t in truth) / len(truth) for c in {c for t in truth for c in t}}
-        top = {c: v for c, v in shares.items() if v >= share}
-        if top:
-            out[r["g"]] = dict(sorted(shares.items(), key=lambda kv: -kv[1])[:3])
+        if max(shares.values(), default=0.0) >= share:
+            # every concept at or above `share` (several can be: a small group's few exemplars may all
+            # show the same scene), then the next one for context
+            ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+            keep = sum(v >= share for _c, v in ranked) + 1
+            out[r["g"]] = dict(ranked[:keep])
     return out
 
 

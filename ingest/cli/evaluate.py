@@ -24,6 +24,7 @@ PRESETS = {
         "fidelity_random_sets": 5,
         "sizes": (1, 5, 20),
         "sets_per_size": 10,
+        "max_single": 10,
         "ks": (30, 50, 90, 150),
     },
     "paper": {
@@ -32,6 +33,7 @@ PRESETS = {
         "fidelity_random_sets": 10,
         "sizes": (1, 5, 10, 20, 50),
         "sets_per_size": 50,
+        "max_single": None,
         "ks": (30, 50, 70, 90, 110, 150, 190),
     },
 }
@@ -118,7 +120,8 @@ def load_labelled_folder(folder: str, class_names: list[str] | None, num_classes
     "--max-single",
     type=click.IntRange(min=2),
     default=None,
-    help="(c) at size 1, knock out this many random neurons instead of every neuron of a wider layer.",
+    help="(c) at size 1, knock out this many random neurons instead of every neuron of a wider layer "
+    "[quick 10, paper: every neuron].",
 )
 @click.option(
     "--ks",
@@ -159,6 +162,7 @@ def evaluate_command(
     fidelity_random_sets = fidelity_random_sets or preset["fidelity_random_sets"]
     sizes = sizes or preset["sizes"]
     sets_per_size = sets_per_size or preset["sets_per_size"]
+    max_single = max_single or preset["max_single"]
     ks = ks or preset["ks"]
     settings = {
         "preset": "paper" if paper else "quick",

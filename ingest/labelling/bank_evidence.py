@@ -125,6 +125,18 @@ def score(evidence: Evidence, scores: np.ndarray) -> tuple[float, float, float]:
     return auc, low, high
 
 
+def effect_size(evidence: Evidence, scores: np.ndarray) -> float:
+    """How far the concept moves the group's score, in units of the score's spread over the whole
+    bank: the mean paired difference (paired) or the difference of means (matched, negatives) over
+    the bank's standard deviation. The same quantity under either design, so paired and matched
+    concepts compare on one scale (a paired share saturates at 1 for any consistent nudge)."""
+    spread = float(np.std(scores))
+    if spread <= 0:
+        return 0.0
+    pos, neg = scores[evidence.positives], scores[evidence.negatives]
+    return float((pos.mean() - neg.mean()) / spread)
+
+
 def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a positive scores above a negative), ties half: the Mann-Whitney form of the ROC AUC."""
     both = np.concatenate([pos, neg])

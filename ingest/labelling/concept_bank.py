@@ -53,7 +53,7 @@ from ingest.core.layers import LayerCuts
 from ingest.core.metric import circuit_metric, metric_neurons
 from ingest.core.models import LoadedModel
 from ingest.core.patches import IMAGE_SUFFIXES, load_images, to_model_input
-from ingest.labelling.bank_evidence import Evidence, concept_evidence, score
+from ingest.labelling.bank_evidence import Evidence, concept_evidence, effect_size, score
 
 NEGATIVES = "_negatives"
 WITHOUT = "_without"
@@ -224,6 +224,7 @@ def _labels_for(
                     "ci95": [round(low, 4), round(high, 4)],
                     "mean_positive": round(float(scores[pos].mean()), 6),
                     "mean_negative": round(float(scores[neg].mean()), 6),
+                    "effect": round(effect_size(evidence, scores), 6),
                 },
             )
         )
