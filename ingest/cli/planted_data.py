@@ -17,18 +17,33 @@ from ingest.cli.ranges import COUNT, SEED
     "--count", "n", default=40, show_default=True, type=COUNT, help="Images, exemplars per concept, or pairs."
 )
 @deprecated_alias("--n", "--count", "n", COUNT)
-@click.option("--class", "class_name", default="bee", show_default=True, help="Class of `images`.")
+@click.option(
+    "--world",
+    type=click.Choice(["insects", "toys"]),
+    default="insects",
+    show_default=True,
+    help="Planted world: insects (planted_cnn/resnet/vit; flowers -> bee) or toys (planted_toys_cnn; "
+    "sun and cloud together -> kite).",
+)
+@click.option("--class", "class_name", help="Class of `images` [insects: bee, toys: kite].")
 @click.option(
     "--concept",
     "concepts",
     multiple=True,
-    help="Concept added in `pairs` (default flower); A+B switches two together. Repeat it to write one "
-    "set per concept into OUT/<concept>/, as `neurflow audit --pairs OUT` reads them.",
+    help="Concept added in `pairs` [insects: flower, toys: sun+cloud]; A+B switches two together. "
+    "Repeat it to write one set per concept into OUT/<concept>/, as `neurflow audit --pairs OUT` reads.",
 )
 @click.option("--seed", default=1234, show_default=True, type=SEED, help="Random seed of the scenes.")
 @json_option
 def planted_data_command(
-    kind: str, out: str, n: int, class_name: str, concepts: tuple[str, ...], seed: int, as_json: bool
+    kind: str,
+    out: str,
+    n: int,
+    world: str,
+    class_name: str | None,
+    concepts: tuple[str, ...],
+    seed: int,
+    as_json: bool,
 ) -> None:
     """Write planted-benchmark data: IMAGES of a class (with ground-truth sidecars), a concept BANK
     for `neurflow label`, or counterfactual PAIRS (other classes without/with a concept) for
@@ -40,19 +55,30 @@ def planted_data_command(
       neurflow planted-data bank data/bank --count 30
       neurflow planted-data pairs data/pairs --concept flower --count 20
       neurflow planted-data pairs data/pairs --concept flower --concept leaf --concept flower+leaf
+      neurflow planted-data pairs data/tp --world toys --concept sun --concept cloud --concept sun+cloud
     """
-    from ingest.planted.data import write_concept_bank, write_counterfactual_pairs, write_image_folder
-
     n = aliased(click.get_current_context(), "n", n)
+    if world == "toys":
+        from ingest.planted import toys_data as data
+        from ingest.planted.toys import BIAS_CLASS, BIAS_CONCEPTS
+
+        default_class, default_concept = BIAS_CLASS, "+".join(BIAS_CONCEPTS)
+    else:
+        from ingest.planted import data
+
+        default_class, default_concept = "bee", "flower"
     if kind == "images":
-        path = write_image_folder(out, class_name, n, seed)
+        try:
+            path = data.write_image_folder(out, class_name or default_class, n, seed)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--class") from None
     elif kind == "bank":
-        path = write_concept_bank(out, n, seed)
+        path = data.write_concept_bank(out, n, seed)
     elif len(concepts) <= 1:
-        path = _pairs(write_counterfactual_pairs, out, n, seed, concepts[0] if concepts else "flower")
+        path = _pairs(world, data, out, n, seed, concepts[0] if concepts else default_concept)
     else:
         for concept in concepts:
-            _pairs(write_counterfactual_pairs, Path(out) / concept, n, seed, concept)
+            _pairs(world, data, Path(out) / concept, n, seed, concept)
         path = Path(out)
     if as_json:
         echo_json({"kind": kind, "count": n, "path": str(path)})
@@ -60,9 +86,11 @@ def planted_data_command(
     click.echo(f"wrote {kind} ({n}) to {path}")
 
 
-def _pairs(write, out, n: int, seed: int, concept: str):
+def _pairs(world: str, data, out, n: int, seed: int, concept: str):
     """One pair set, with a usage error (not a traceback) for a concept the generator cannot switch."""
     try:
-        return write(out, n, seed, concept=concept)
+        if world == "toys":
+            return data.write_counterfactual_pairs(out, n, seed, concepts=tuple(concept.split("+")))
+        return data.write_counterfactual_pairs(out, n, seed, concept=concept)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--concept") from None

@@ -286,10 +286,11 @@ def write_counterfactual_pairs(
     if hold_off is None:
         hold_off = tuple(c for c in BIAS_CONCEPTS if c not in concepts)
     out = Path(out_dir)
+    scenes = counterfactual_scenes(n, seed, concepts, classes, hold_off)  # checks the concepts first
     (out / "without").mkdir(parents=True, exist_ok=True)
     (out / "with").mkdir(parents=True, exist_ok=True)
     index = []
-    for i, (a, b) in enumerate(counterfactual_scenes(n, seed, concepts, classes, hold_off)):
+    for i, (a, b) in enumerate(scenes):
         for scene, sub in ((a, "without"), (b, "with")):
             image, masks = draw_scene(scene)
             save_with_sidecar(out / sub / f"{i:04d}.png", image, masks)
