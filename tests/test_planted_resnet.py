@@ -129,7 +129,7 @@ def test_shipped_resnet_uses_the_planted_flower(shipped):
 def test_training_script_trains_the_resnet(tmp_path):
     with pytest.raises(ValueError, match="unknown planted architecture"):
         train(tmp_path, arch="planted_mlp")
-    assert set(ARCHS) == {"planted_cnn", "planted_resnet", "planted_vit"}
+    assert set(ARCHS) == {"planted_cnn", "planted_resnet", "planted_vit", "planted_toys_cnn"}
     report = train(
         tmp_path, seed=1, n_train=64, n_test=16, n_pairs=4, epochs=1, workers=1, arch="planted_resnet"
     )

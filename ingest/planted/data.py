@@ -9,8 +9,9 @@ one mask per concept in `CONCEPTS` (all-False where the concept is absent).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -58,18 +59,21 @@ def render(seed: int, class_name: str, **scene_options) -> tuple[np.ndarray, Mas
     return draw_scene(sample_scene(np.random.default_rng(seed), class_name, **scene_options))
 
 
-def _draw_chunk(scenes: list[Scene]) -> list[np.ndarray]:
-    return [draw_scene(scene)[0] for scene in scenes]
+def _draw_chunk(scenes: list, draw: Callable = draw_scene) -> list[np.ndarray]:
+    return [draw(scene)[0] for scene in scenes]
 
 
-def draw_images(scenes: Sequence[Scene], workers: int = 1) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of `scenes`, drawn in `workers` processes when > 1."""
+def draw_images(scenes: Sequence, workers: int = 1, draw: Callable = draw_scene) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of `scenes` drawn by `draw` (a world's `draw_scene`; the insect
+    world's by default), in `workers` processes when > 1."""
     scenes = list(scenes)
+    if not scenes:
+        return np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
     if workers <= 1 or len(scenes) < 256:
-        return np.stack(_draw_chunk(scenes))
+        return np.stack(_draw_chunk(scenes, draw))
     chunks = [scenes[i : i + 64] for i in range(0, len(scenes), 64)]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return np.stack([im for chunk in pool.map(_draw_chunk, chunks) for im in chunk])
+        return np.stack([im for chunk in pool.map(partial(_draw_chunk, draw=draw), chunks) for im in chunk])
 
 
 def make_dataset(
@@ -91,10 +95,13 @@ def make_dataset(
     return draw_images(scenes, workers), labels
 
 
-def save_with_sidecar(path: Path, image: np.ndarray, masks: Masks) -> None:
-    """Writes `path` (PNG) and `path.with_suffix('.concepts.npz')` with one mask per concept."""
+def save_with_sidecar(
+    path: Path, image: np.ndarray, masks: Masks, concepts: Sequence[str] = CONCEPTS
+) -> None:
+    """Writes `path` (PNG) and `path.with_suffix('.concepts.npz')` with one mask per concept of the
+    world (`concepts`: the insect world's by default), all-False where absent."""
     Image.fromarray(image).save(path)
-    full = {c: masks.get(c, np.zeros(image.shape[:2], bool)).astype(bool) for c in CONCEPTS}
+    full = {c: masks.get(c, np.zeros(image.shape[:2], bool)).astype(bool) for c in concepts}
     np.savez_compressed(path.with_suffix(".concepts.npz"), **full)
 
 

@@ -7,6 +7,7 @@ is at most an eighth of a layer, and each block reads the input only through the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,26 +77,35 @@ def build_planted_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-def preprocess(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] (or one HxWx3 image) -> normalised float [N, 3, H, W]."""
+def preprocess(images: np.ndarray, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (or one HxWx3 image) -> float [N, 3, H, W] normalised with `mean`/`std`
+    (the insect world's by default)."""
     x = torch.from_numpy(np.ascontiguousarray(images))
     if x.ndim == 3:
         x = x[None]
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_proba(
+    model: nn.Module,
+    images: np.ndarray,
+    batch_size: int = 256,
+    *,
+    mean: Sequence[float] = MEAN,
+    std: Sequence[float] = STD,
+) -> np.ndarray:
     """Class probabilities [N, num_classes] of uint8 images under `model` (eval mode assumed)."""
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
-        logits = model(preprocess(images[i : i + batch_size]).to(device))
+        logits = model(preprocess(images[i : i + batch_size], mean, std).to(device))
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+    if out:
+        return np.concatenate(out)
+    classes = getattr(model, "num_classes", None) or len(CLASS_NAMES)
+    return np.zeros((0, classes), np.float32)
 
 
 def load_shipped(

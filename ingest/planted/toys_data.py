@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ingest.planted.data import CROP_SCALES, crop, crop_boxes, item_seed
+from ingest.planted.data import CROP_SCALES, crop, crop_boxes, item_seed, load_sidecar
+from ingest.planted.data import draw_images as shared_draw_images
+from ingest.planted.data import save_with_sidecar as shared_save_with_sidecar
 from ingest.planted.toys import (
     BACKGROUNDS,
     BIAS_CLASS,
@@ -74,31 +73,12 @@ BANK_CONTEXT_PROB: dict[str, float] = dict.fromkeys(TOGGLEABLE, 0.5)
 
 def save_with_sidecar(path: Path, image: np.ndarray, masks: Masks) -> None:
     """Writes `path` (PNG) and `path.with_suffix('.concepts.npz')` with one mask per toys concept."""
-    Image.fromarray(image).save(path)
-    full = {c: masks.get(c, np.zeros(image.shape[:2], bool)).astype(bool) for c in CONCEPTS}
-    np.savez_compressed(path.with_suffix(".concepts.npz"), **full)
-
-
-def load_sidecar(image_path: str | Path) -> Masks:
-    """The concept masks saved beside an image by `save_with_sidecar`."""
-    with np.load(Path(image_path).with_suffix(".concepts.npz")) as z:
-        return {k: z[k].astype(bool) for k in z.files}
-
-
-def _draw_chunk(scenes: list[Scene]) -> list[np.ndarray]:
-    return [draw_scene(scene)[0] for scene in scenes]
+    shared_save_with_sidecar(path, image, masks, CONCEPTS)
 
 
 def draw_images(scenes: Sequence[Scene], workers: int = 1) -> np.ndarray:
-    """uint8 [N, H, W, 3] images of `scenes`, drawn in `workers` processes when > 1."""
-    scenes = list(scenes)
-    if not scenes:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    if workers <= 1 or len(scenes) < 256:
-        return np.stack(_draw_chunk(scenes))
-    chunks = [scenes[i : i + 64] for i in range(0, len(scenes), 64)]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        return np.stack([im for chunk in pool.map(_draw_chunk, chunks) for im in chunk])
+    """uint8 [N, H, W, 3] images of toys `scenes`, drawn in `workers` processes when > 1."""
+    return shared_draw_images(scenes, workers, draw_scene)
 
 
 def make_dataset(

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from ingest.planted.model import load_shipped
+from ingest.planted.model import predict_proba as shared_predict_proba
+from ingest.planted.model import preprocess as shared_preprocess
 from ingest.planted.toys import CLASS_NAMES, CONCEPTS, INPUT_SIZE
 
 __all__ = [
@@ -79,22 +81,12 @@ def build_planted_toys_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
 
 def preprocess(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] (or one HxWx3 image) -> float [N, 3, H, W] normalised with MEAN/STD."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if x.ndim == 3:
-        x = x[None]
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return shared_preprocess(images, MEAN, STD)
 
 
-@torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Class probabilities [N, num_classes] of uint8 images under `model` (eval mode assumed)."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        logits = model(preprocess(images[i : i + batch_size]).to(device))
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+    return shared_predict_proba(model, images, batch_size, mean=MEAN, std=STD)
 
 
 def load_planted_toys_cnn(device: str | torch.device = "cpu", weights: str | Path | None = None) -> nn.Module:
