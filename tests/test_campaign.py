@@ -72,7 +72,10 @@ def write_spec(folder: Path, name: str, pool: Path, patches: Path, *, classes='"
         ('[pool]\nfolder = "nowhere"\n[[models]]\nmodel = "x"\n', "does not exist"),
         ('[pool]\nfolder = "."\n[[models]]\nmodel = "x"\nwieghts = "a"\n', "did you mean 'weights'"),
         ("[pool\n", "not valid TOML"),
-        ('[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.audit]\nnegatives = "."\n', "needs labels"),
+        (
+            '[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.audit]\nnegatives = "."\n',
+            "without pairs needs labels",
+        ),
     ],
 )
 def test_a_bad_spec_is_one_clear_error(text, says, tmp_path):
@@ -81,6 +84,14 @@ def test_a_bad_spec_is_one_clear_error(text, says, tmp_path):
     with pytest.raises(CampaignSpecError) as failed:
         load_spec(path)
     assert says in str(failed.value)
+
+
+def test_an_audit_with_pairs_needs_no_labels(tmp_path):
+    """The causal audit ranks concepts by their pairs; labels are only shown beside it."""
+    path = tmp_path / "spec.toml"
+    path.write_text('[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.audit]\npairs = "."\n')
+    spec = load_spec(path)
+    assert spec.audit is not None and spec.audit.pairs and spec.label is None
 
 
 def test_the_campaign_id_follows_what_is_computed_not_how(tmp_path):

@@ -36,7 +36,7 @@ naming the key and what to write instead. Paths are relative to the spec file.
     top = 3
     min_score = 0.5
 
-    [after.audit]                  # optional, after the labels: the bias audit of each class
+    [after.audit]                  # optional: the bias audit of each class (labels needed without pairs)
     expected = ["stripes", "wings"]
     pairs = "pairs"                # and/or negatives = "other_classes"
     min_score = 0.8
@@ -292,9 +292,10 @@ def load_spec(path: str | Path) -> CampaignSpec:
             min_score=_number(at, "min_score", table.get("min_score", 0.5), float, 0.0, 1.0),
         )
     audit = _audit(base, f"{where} [after.audit]", after["audit"]) if "audit" in after else None
-    if audit is not None and labels is None:
+    if audit is not None and labels is None and not audit.pairs:
         raise CampaignSpecError(
-            f"{where}: [after.audit] needs labels: add [after.label] (the audit ranks labelled groups)"
+            f"{where}: [after.audit] without pairs needs labels: add [after.label] (the label-based audit "
+            "ranks labelled groups), or give pairs (the causal audit ranks concepts by their pairs)"
         )
     engine = data.get("engine", "local")
     if engine not in ENGINES:
