@@ -86,13 +86,27 @@ def make_dataset(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`n` scenes, classes in turn: (uint8 [n, H, W, 3] images, int64 [n] labels indexing
     CLASS_NAMES). Scene options default to the training distribution, planted bias included."""
+    return world_dataset(n, seed, classes, CLASS_NAMES, sample_scene, draw_scene, workers, **scene_options)
+
+
+def world_dataset(
+    n: int,
+    seed: int,
+    classes: Sequence[str],
+    class_names: Sequence[str],
+    sample: Callable,
+    draw: Callable,
+    workers: int = 1,
+    **scene_options,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`make_dataset` for any planted world: its `sample_scene`, `draw_scene` and class list. Item i
+    of every world is seeded by `item_seed(seed, i)`, so datasets are reproducible."""
     names = [classes[i % len(classes)] for i in range(n)]
     scenes = [
-        sample_scene(np.random.default_rng(item_seed(seed, i)), c, **scene_options)
-        for i, c in enumerate(names)
+        sample(np.random.default_rng(item_seed(seed, i)), c, **scene_options) for i, c in enumerate(names)
     ]
-    labels = np.array([CLASS_NAMES.index(c) for c in names], np.int64)
-    return draw_images(scenes, workers), labels
+    labels = np.array([class_names.index(c) for c in names], np.int64)
+    return draw_images(scenes, workers, draw), labels
 
 
 def save_with_sidecar(
@@ -114,14 +128,27 @@ def load_sidecar(image_path: str | Path) -> Masks:
 def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) -> Path:
     """Writes `n` typical scenes of one class (training distribution: a user's own photos of
     that class) as `NNNN.png` plus `NNNN.concepts.npz` sidecars. Returns the folder."""
-    if class_name not in CLASS_NAMES:
-        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
+    return world_image_folder(out_dir, class_name, n, seed, CLASS_NAMES, render, save_with_sidecar)
+
+
+def world_image_folder(
+    out_dir: str | Path,
+    class_name: str,
+    n: int,
+    seed: int,
+    class_names: Sequence[str],
+    render_scene: Callable,
+    save: Callable,
+) -> Path:
+    """`write_image_folder` for any planted world: its class list, `render` and sidecar writer."""
+    if class_name not in class_names:
+        raise ValueError(f"unknown class {class_name!r}; choose one of {list(class_names)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    offset = CLASS_NAMES.index(class_name) * 1_000_003
+    offset = list(class_names).index(class_name) * 1_000_003
     for i in range(n):
-        image, masks = render(item_seed(seed, offset + i), class_name)
-        save_with_sidecar(out / f"{i:04d}.png", image, masks)
+        image, masks = render_scene(item_seed(seed, offset + i), class_name)
+        save(out / f"{i:04d}.png", image, masks)
     return out
 
 

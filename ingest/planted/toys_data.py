@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.planted.data import CROP_SCALES, crop, crop_boxes, item_seed, load_sidecar
+from ingest.planted.data import (
+    CROP_SCALES,
+    crop,
+    crop_boxes,
+    item_seed,
+    load_sidecar,
+    world_dataset,
+    world_image_folder,
+)
 from ingest.planted.data import draw_images as shared_draw_images
 from ingest.planted.data import save_with_sidecar as shared_save_with_sidecar
 from ingest.planted.toys import (
@@ -92,27 +100,13 @@ def make_dataset(
     """`n` scenes, classes in turn (balanced): (uint8 [n, 64, 64, 3] images, int64 [n] labels
     indexing CLASS_NAMES). Scene options (`sample_scene`'s) default to the training distribution,
     planted bias included."""
-    names = [classes[i % len(classes)] for i in range(n)]
-    scenes = [
-        sample_scene(np.random.default_rng(item_seed(seed, i)), c, **scene_options)
-        for i, c in enumerate(names)
-    ]
-    labels = np.array([CLASS_NAMES.index(c) for c in names], np.int64)
-    return draw_images(scenes, workers), labels
+    return world_dataset(n, seed, classes, CLASS_NAMES, sample_scene, draw_scene, workers, **scene_options)
 
 
 def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) -> Path:
     """Writes `n` typical scenes of one class (training distribution, planted bias included) as
     `NNNN.png` plus `NNNN.concepts.npz` sidecars. Returns the folder."""
-    if class_name not in CLASS_NAMES:
-        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    offset = CLASS_NAMES.index(class_name) * 1_000_003
-    for i in range(n):
-        image, masks = render(item_seed(seed, offset + i), class_name)
-        save_with_sidecar(out / f"{i:04d}.png", image, masks)
-    return out
+    return world_image_folder(out_dir, class_name, n, seed, CLASS_NAMES, render, save_with_sidecar)
 
 
 def _positive_options(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
