@@ -167,16 +167,33 @@ def load_pair_sets(folders: Sequence[str | Path], size: int) -> list[PairSet]:
     return sets
 
 
+Unmasked = dict[int, tuple[Tensor, Tensor]]  # id(image tensor) -> the plain model's `class_scores`
+
+
+def _plain(model: LoadedModel, images: Tensor, class_index: int, cache: Unmasked, batch: int) -> Tensor:
+    """P(class) of the unmasked model on `images`, computed once per image set: the shift ranking,
+    the screen and `group_effect` (which reads the same cache) all need it."""
+    if id(images) not in cache:
+        cache[id(images)] = class_scores(model, images, class_index, None, None, batch)
+    return cache[id(images)][0][0]
+
+
 def concept_shifts(
-    model: LoadedModel, class_index: int, sets: Sequence[PairSet], expected: Sequence[str], batch: int = 256
+    model: LoadedModel,
+    class_index: int,
+    sets: Sequence[PairSet],
+    expected: Sequence[str],
+    batch: int = 256,
+    cache: Unmasked | None = None,
 ) -> list[ConceptShift]:
     """The shift of every pair set on the unmasked model and, for conjunctions whose parts were all
     measured, the interaction; ranked (measurable non-expected entries first, by their own effect)."""
     wanted = {e.strip().lower() for e in expected if e.strip()}
+    cache = {} if cache is None else cache
     out = []
     for s in sets:
-        without = class_scores(model, s.without, class_index, None, None, batch)[0][0]
-        with_ = class_scores(model, s.with_, class_index, None, None, batch)[0][0]
+        without = _plain(model, s.without, class_index, cache, batch)
+        with_ = _plain(model, s.with_, class_index, cache, batch)
         out.append(
             ConceptShift(s.name, s.concepts, pair_shift(without, with_), bool(set(s.concepts) & wanted))
         )
@@ -218,12 +235,13 @@ def _screen(
     pairs: PairSet,
     class_images: Tensor,
     batch: int,
+    cache: Unmasked,
 ) -> dict[str, float]:
     """ng_id -> share of the shift removed minus relative class drop, each group masked alone: all
     groups of a layer stacked into one batched pass per image set."""
     out: dict[str, float] = {}
     plain = {
-        key: class_scores(model, x, class_index, None, None, batch)[0][0]
+        key: _plain(model, x, class_index, cache, batch)
         for key, x in (("without", pairs.without), ("with", pairs.with_), ("class", class_images))
     }
     shift0 = float((plain["with"] - plain["without"]).mean())
@@ -333,7 +351,8 @@ def run_causal_audit(
     """Rank the pair sets by their shift, then the run's groups by the share of each measurable
     non-expected set's shift they remove (module docstring). Returns (every entry, findings of the
     non-expected entries in rank order; unmeasurable ones have no groups)."""
-    shifts = concept_shifts(model, circuit.class_index, sets, expected)
+    unmasked: Unmasked = {}  # one plain pass per image set, shared by every step below
+    shifts = concept_shifts(model, circuit.class_index, sets, expected, batch, unmasked)
     by_name = {s.name: s for s in sets}
     groups = list(circuit.neuron_groups)
     members = {g.ng_id: set(g.members) for g in groups}
@@ -347,10 +366,9 @@ def run_causal_audit(
         if not entry.measurable:
             continue
         pairs = by_name[entry.name]
-        screened = _screen(model, cuts, circuit.class_index, groups, pairs, class_images, batch)
+        screened = _screen(model, cuts, circuit.class_index, groups, pairs, class_images, batch, unmasked)
         chosen = sorted(groups, key=lambda g: (-screened[g.ng_id], g.ng_id))[:confirm]
         data = AuditImages(class_images, negatives, pairs.without, pairs.with_)
-        unmasked: dict[int, tuple[Tensor, Tensor]] = {}
         for g in chosen:
             finding.groups.append(
                 group_effect(
