@@ -3,8 +3,6 @@ docs/audit.md); results are printed and stored on the graph as `AuditResult` nod
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import click
 
 from ingest.cli.options import echo_json, json_option
@@ -92,7 +90,6 @@ def audit_command(
     Candidates are labelled groups (run `neurflow label` first) whose concept is not expected, masked
     on the false positives against random groups; ranked by selectivity.
     """
-    from ingest.analysis.audit import MIN_SHIFT
     from ingest.pipeline.audit_step import AuditSettings, AuditStepError, audit_stored_run
 
     if not pairs and not negatives:
@@ -130,20 +127,11 @@ def audit_command(
     if outcome.method == "causal":
         _print_causal(outcome, opened.circuit, as_json)
         return
-    ident, findings, shift = outcome.audit_id, outcome.findings, outcome.pair_shift
+    ident, findings = outcome.audit_id, outcome.findings
     result = [f.as_dict() for f in findings]
-    shift_json = {**asdict(shift), "measurable": shift.measurable} if shift is not None else None
-    if as_json:
-        echo_json({"audit_id": ident, "method": "labels", "pair_shift": shift_json, "findings": result})
+    if as_json:  # pair_shift stays in the output's shape: always null here, pairs take the causal audit
+        echo_json({"audit_id": ident, "method": "labels", "pair_shift": None, "findings": result})
         return
-    if shift is not None:
-        verdict = (
-            "measurable"
-            if shift.measurable
-            else f"no measurable shift (below {MIN_SHIFT} or within the noise): the pairs' concept does "
-            "not move the class, so no share of its shift is computed ('bias rm' is -)"
-        )
-        click.echo(f"counterfactual pairs: {shift.describe()}: {verdict}")
     if not findings:
         click.echo(
             f"no candidates: no group of run {run_id} has a non-expected label with score >= {min_score}"
@@ -174,10 +162,9 @@ def audit_command(
                 f"{best['size']}: random groups that large switch the class off"
             )
     click.echo(
-        "P drop: fall of the class probability on the bias images (with-concept images, else false "
-        "positives) when the best group is masked; random: the same for random groups of its size; "
-        "bias rm: share of the counterfactual shift (else of the false positives) removed; recall: "
-        f"change of the class's recall. Stored as AuditResult {ident}."
+        "P drop: fall of the class probability on the false positives when the best group is masked; "
+        "random: the same for random groups of its size; bias rm: share of the false positives "
+        f"removed; recall: change of the class's recall. Stored as AuditResult {ident}."
     )
 
 

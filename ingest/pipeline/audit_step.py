@@ -18,13 +18,12 @@ class AuditStepError(ValueError):
 class AuditOutcome:
     """What an audit found and where it is stored. `method` "causal" (pairs given: concepts ranked by
     their counterfactual shift, `shifts` every pair set's) or "labels" (negatives only: candidates
-    from labels, `pair_shift` None)."""
+    from labels)."""
 
     method: str
     audit_id: str
     findings: list[Any]
     shifts: list[Any] = field(default_factory=list)
-    pair_shift: Any = None
 
 
 @dataclass
@@ -70,16 +69,12 @@ def audit_stored_run(
     """The audit of a stored run, stored as an `AuditResult`. With pairs: the causal-first audit
     (`_causal_audit`); with negatives only: each non-expected labelled group masked against random
     ones. `images` is the run's image folder (the default class images)."""
-    from dataclasses import asdict
 
     from graphmodel.audits import write_audit
     from graphmodel.labels import read_labels
     from ingest.analysis.audit import (
         AuditImages,
-        class_scores,
         load_folder,
-        load_pairs,
-        pair_shift,
         run_audit,
     )
 
@@ -93,21 +88,9 @@ def audit_stored_run(
         return _causal_audit(driver, model, cuts, circuit, images, settings, labels, wanted, progress)
     if not any(g.startswith(f"{run_id}/") for g in labels):
         raise AuditStepError(f"run {run_id} has no labels; run `neurflow label --run {run_id} ...` first")
-    try:
-        without, with_ = load_pairs(settings.pairs, size) if settings.pairs else (None, None)
-    except ValueError as exc:
-        raise AuditStepError(str(exc)) from None
+    # No pairs reach this point (they take the causal audit): the bias images are the false positives.
     class_images = settings.class_images or images
-    data = AuditImages(
-        load_folder(class_images, size),
-        load_folder(settings.negatives, size) if settings.negatives else None,
-        without,
-        with_,
-    )
-    shift = None
-    if without is not None:
-        plain = [class_scores(model, x, circuit.class_index, None, None, 256)[0][0] for x in (without, with_)]
-        shift = pair_shift(*plain)
+    data = AuditImages(load_folder(class_images, size), load_folder(settings.negatives, size))
     findings = run_audit(
         model,
         cuts,
@@ -124,17 +107,17 @@ def audit_stored_run(
     )
     stored = {
         "expected": wanted,
-        "pairs": str(Path(settings.pairs).resolve()) if settings.pairs else None,
+        "pairs": None,  # kept in the settings so audit ids stay those of earlier label-based audits
         "negatives": str(Path(settings.negatives).resolve()) if settings.negatives else None,
         "class_images": str(Path(class_images).resolve()),
         "min_score": settings.min_score,
         "max_rank": settings.max_rank,
         "random_sets": settings.random_sets,
         "seed": settings.seed,
-        "pair_shift": {**asdict(shift), "measurable": shift.measurable} if shift is not None else None,
+        "pair_shift": None,
     }
     ident = write_audit(driver, run_id, stored, [f.as_dict() for f in findings])
-    return AuditOutcome("labels", ident, findings, pair_shift=shift)
+    return AuditOutcome("labels", ident, findings)
 
 
 def _pair_folders(pairs: str | Sequence[str]) -> list[str]:
