@@ -218,6 +218,10 @@ def query_params(driver, count: int) -> dict[str, list[dict]]:
             {"model_id": model, "class_name": c, "expected": ["concept00"]} for c in classes[:5]
         ],
         "class_similarity": [{"model_id": model}],
+        "circuit_graph": [
+            {"run_id": r["id"]}
+            for r in one("MATCH (r:Run {model_id: $m}) RETURN r.run_id AS id ORDER BY id LIMIT 5", m=model)
+        ],
         "cross_model_concepts": [
             {"class_name": c, "model_a": model, "model_b": VGG} for c in vgg_classes[:5]
         ],

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neo4j import Driver, ManagedTransaction
+from neo4j import Driver, ManagedTransaction, graph
 from neo4j.exceptions import ClientError
 
 QUERY_DIR = Path(__file__).resolve().parent
@@ -216,9 +216,29 @@ def run(name: str | Path, driver: Driver | None = None, **params: Any) -> list[d
     return _execute(driver, query, bound)
 
 
+def plain(value: Any) -> Any:
+    """A result value as plain data: a node as its properties, a relationship as its type and
+    properties (the driver's `Record.data()` drops a relationship's properties, the weight W of a
+    virtual FEEDS among them), a path as its nodes and relationships in order."""
+    if isinstance(value, graph.Relationship):
+        return {"type": value.type, **dict(value.items())}
+    if isinstance(value, graph.Node):
+        return dict(value.items())
+    if isinstance(value, graph.Path):
+        items: list[Any] = [plain(value.nodes[0])]
+        for rel, node in zip(value.relationships, value.nodes[1:], strict=True):
+            items += [plain(rel), plain(node)]
+        return items
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def _execute(driver: Driver, query: Query, bound: dict[str, Any]) -> list[dict[str, Any]]:
     def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
-        return [record.data() for record in tx.run(query.text, bound)]
+        return [{key: plain(value) for key, value in record.items()} for record in tx.run(query.text, bound)]
 
     try:
         with driver.session() as session:

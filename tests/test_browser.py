@@ -433,13 +433,14 @@ def show_slide(guide, title: str) -> None:
     raise AssertionError(f"the guide has no slide {title!r}")
 
 
-def run_from_slide(page, guide, name: str):
-    """Click the ▶ of the slide's :param block, then of its query block; the result frame."""
+def run_from_slide(page, guide, name: str, shows: str = "Started streaming"):
+    """Click the ▶ of the slide's :param block, then of its query block; the result frame once it
+    shows ``shows`` (a table's footer by default; a graph's says "Displaying")."""
     show_slide(guide, name)
     setter = guide.locator(f'pre[data-neurflow-params="{name}"]')
     new_frame(page, lambda: setter.locator("i").first.click(), "Successfully set your parameters")
     runner = guide.locator(f'pre[data-neurflow-run="{name}"]')
-    return new_frame(page, lambda: runner.locator("i").first.click(), "Started streaming")
+    return new_frame(page, lambda: runner.locator("i").first.click(), shows)
 
 
 def table_rows(frame) -> list[list[str]]:
@@ -569,9 +570,70 @@ def test_style_from_the_guide_captions_groups_and_weights(page, stack, circuits,
     save_screenshot(page, tmp_path, "browser-style.png")
 
 
+@pytest.mark.slow
+@needs_chromium
+def test_circuit_graph_draws_feeds_as_wide_as_their_weight(page, stack, circuits, driver, tmp_path):
+    """The acceptance's FEEDS graph: played from the guide with the newest COMPLETE run, styled by
+    the guide's `:style`, its groups are captioned with their concept label and its edges are drawn
+    in more than one width (Browser makes an arrow's outline its shaft width + 6 px high)."""
+    newest = circuits[CLASSES[-1]]
+    guide = play_guide(page, stack)
+    style = guide.locator("pre", has_text=":style").first
+    new_frame(page, lambda: style.locator("i").first.click(), "relationship.FEEDS_W4")
+    graph = run_from_slide(page, guide, "circuit_graph", shows="Displaying")
+    graph.locator("svg path.b-outline").first.wait_for()
+    time.sleep(1.0)  # the force layout settles
+    heights = graph.locator("svg path.b-outline").evaluate_all(
+        "paths => paths.map(p => Math.round(p.getBBox().height))"
+    )
+    widths = {
+        r["width"]
+        for r in driver.execute_query(
+            "MATCH (:NeuronGroup {run_id: $run})-[f:FEEDS]->() RETURN DISTINCT f.width AS width",
+            run=newest.run_id,
+        ).records
+    }
+    shafts = {1: 1, 2: 3, 3: 6, 4: 10}
+    assert len(widths) >= 2, widths
+    assert set(heights) == {shafts[w] + 6 for w in widths}, (heights, widths)
+    captions = {text.strip() for text in graph.locator("svg text").all_text_contents()}
+    labelled = [c for c in captions if ":" in c]
+    assert labelled, captions  # "block3 g0: flower" (cut short with "…" when it does not fit)
+    save_screenshot(page, tmp_path, "browser-circuit-graph.png")
+
+
+def test_circuit_graph_returns_weighted_virtual_feeds(driver, circuits):
+    """Without Browser: the canned query gives each FEEDS of the run once, typed by its width bucket
+    and carrying W, between copies captioned like the stored nodes."""
+    bee = circuits["bee"]
+    rows = queries.run("circuit_graph", driver, run_id=bee.run_id)
+    stored = driver.execute_query(
+        "MATCH (:Run {run_id: $run})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(t) "
+        "RETURN g.caption AS source, coalesce(t.caption, t.name) AS target, f.width AS width, f.w AS w",
+        run=bee.run_id,
+    ).records
+    assert len(rows) == len(stored) > 0
+    got = sorted(
+        (
+            r["source"]["caption"],
+            r["target"].get("caption", r["target"].get("name")),
+            r["feeds"]["type"],
+            r["feeds"]["w"],
+        )
+        for r in rows
+    )
+    want = sorted((r["source"], r["target"], f"FEEDS_W{r['width']}", r["w"]) for r in stored)
+    assert got == want
+    assert [r["feeds"]["width"] for r in rows] == sorted((r["feeds"]["width"] for r in rows), reverse=True)
+    widest = queries.run("circuit_graph", driver, run_id=bee.run_id, min_width=4)
+    assert widest and all(r["feeds"]["type"] == "FEEDS_W4" for r in widest)
+
+
 def test_every_style_caption_names_a_property_every_element_has(driver, circuits):
     """Each `{property}` a caption of the style names is set on every node of that label (or
-    relationship of that type) in a graph written by the writer, labelled and audited."""
+    relationship of that type) in a graph written by the writer, labelled and audited; the
+    FEEDS_W1..4 rules style the virtual relationships of `circuit_graph`, so they are checked on its
+    rows."""
     rules = {}
     for block in style_text().split("\n}"):
         selector = block.strip().split(" ", 1)[0]
@@ -579,8 +641,17 @@ def test_every_style_caption_names_a_property_every_element_has(driver, circuits
         if found and "." in selector:
             rules[selector] = re.findall(r"\{(\w+)\}", found.group(1))
     assert len(rules) >= 14, rules
+    virtual = {f"relationship.FEEDS_W{k}" for k in range(1, writer.WIDTH_BUCKETS + 1)}
+    assert virtual <= set(rules), sorted(rules)
     missing = {}
+    for run in {c.run_id for c in circuits.values()}:
+        for row in queries.run("circuit_graph", driver, run_id=run):
+            rule = rules.get(f"relationship.{row['feeds']['type']}")
+            if rule is None or any(row["feeds"].get(prop) is None for prop in rule):
+                missing[row["feeds"]["type"]] = row["feeds"]
     for selector, properties in rules.items():
+        if selector in virtual:
+            continue
         kind, name = selector.split(".", 1)
         pattern = f"(x:{name})" if kind == "node" else f"()-[x:{name}]->()"
         for prop in properties:

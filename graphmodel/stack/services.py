@@ -52,6 +52,9 @@ _LOGS = {"neo4j": "neo4j.log", "s3": "s3proxy.log", "guide": "guide.log"}
 _STOP_TIMEOUT = {"neo4j": 60.0, "s3": 15.0, "guide": 5.0}
 _NEO4J_READY = "INFO  Started."
 _NEO4J_ADMIN = "org.neo4j.cli.AdminTool"
+# What Neo4j loads of APOC: the virtual nodes and relationships of `queries/circuit_graph.cypher`
+# (Browser draws FEEDS as wide as their weight only per relationship type) and its version.
+APOC_ALLOWLIST = "apoc.create.vNode,apoc.create.vRelationship,apoc.version"
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "JAVA_HOME", "TMPDIR")
 
 
@@ -124,6 +127,10 @@ def neo4j_conf(cfg: StackConfig) -> str:
         "dbms.security.auth_enabled": "true",
         "server.memory.pagecache.size": cfg.neo4j_pagecache,
         "server.directories.logs": str(cfg.state_dir / "neo4j" / "logs"),
+        # APOC (copied here by `_install_plugins`) is scanned for procedures in this folder; only
+        # the functions the canned queries use are loaded (virtual nodes and relationships).
+        "server.directories.plugins": str(cfg.state_dir / "neo4j" / "plugins"),
+        "dbms.security.procedures.allowlist": APOC_ALLOWLIST,
         "db.tx_log.preallocate": "false",
         # Bounded transaction logs: Neo4j keeps two days of them by default, gigabytes after a
         # campaign. Only whole files beyond the retention are pruned, and only at a checkpoint (every
@@ -180,11 +187,30 @@ def _set_initial_password(cfg: StackConfig, build: JavaBuild, home: Path, conf_d
         )
 
 
+def _install_plugins(build: JavaBuild, plugins: Path) -> None:
+    """Copy the APOC jars of the classpath into ``plugins``: Neo4j registers procedures and
+    functions only from jars in its plugins folder (its own launcher also puts them on the classpath,
+    which the stack's classpath already does). Stale jars of another version are removed."""
+    plugins.mkdir(parents=True, exist_ok=True)
+    jars = [
+        Path(entry) for entry in build.neo4j_classpath.split(":") if "/org/neo4j/procedure/apoc-" in entry
+    ]
+    wanted = {jar.name for jar in jars}
+    for old in plugins.glob("apoc-*.jar"):
+        if old.name not in wanted:
+            old.unlink()
+    for jar in jars:
+        target = plugins / jar.name
+        if not target.is_file() or target.stat().st_size != jar.stat().st_size:
+            shutil.copyfile(jar, target)
+
+
 def _start_neo4j(cfg: StackConfig, build: JavaBuild) -> int:
     _check_password(cfg)
     home = cfg.state_dir / "neo4j"
     conf_dir = home / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
+    _install_plugins(build, home / "plugins")
     (conf_dir / "neo4j.conf").write_text(neo4j_conf(cfg))
     if not (home / "data" / "databases" / "system").is_dir():
         _set_initial_password(cfg, build, home, conf_dir)
