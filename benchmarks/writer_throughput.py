@@ -246,6 +246,7 @@ def neo4j_driver(*, fresh: bool = False) -> Iterator:
         os.environ.update(
             NEURFLOW_STATE_DIR=state,
             NEURFLOW_NEO4J_URI=f"bolt://127.0.0.1:{_free_port()}",
+            NEURFLOW_BROWSER_PORT=str(_free_port()),
             NEURFLOW_STACK_BUILD_DIR=os.environ.get("NEURFLOW_STACK_BUILD_DIR")
             or str(Path.home() / ".cache" / "neurflow" / "stack-build"),
         )
@@ -253,7 +254,7 @@ def neo4j_driver(*, fresh: bool = False) -> Iterator:
         cfg = load_config()
         print(f"starting a temporary Neo4j at {cfg.neo4j_uri} ...", flush=True)
         try:
-            up(cfg, s3=False, browser=False, timeout=240)
+            up(cfg, s3=False, guide=False, timeout=240)
             with connect(cfg, retry_seconds=30) as driver:
                 yield driver
         finally:
