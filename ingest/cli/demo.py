@@ -152,7 +152,8 @@ Neo4j Browser: {stack_cfg.browser_url}  (enter only the password)
 Guide:         plays in Browser after you connect; or type  :play {stack_cfg.guide_url}
 Patches:       {store.describe()}
 First query to paste into Browser:
-  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p"""
+  MATCH (r:Run {{run_id: '{result.run_id}'}})-[:HAS_NEURON_GROUP]->(g)-[f:FEEDS]->(p) RETURN g, f, p
+  (edges as wide as their weight W: the guide's circuit_graph slide, filled in with this run)"""
         + (
             "\nStop the guide server with `neurflow stack down`."
             if running
