@@ -249,4 +249,12 @@ def _execute(driver: Driver, query: Query, bound: dict[str, Any]) -> list[dict[s
                 f"query {query.name!r} ({query.path}) tried to write; canned queries run in a read "
                 f"transaction and may only read: {exc.message}"
             ) from exc
+        message = exc.message or ""
+        if "apoc." in message and ("Unknown function" in message or "no procedure" in message):
+            raise QueryError(
+                f"query {query.name!r} ({query.path}) needs APOC core, which this Neo4j does not load: "
+                f"{message.splitlines()[0]}. The local stack (`neurflow stack up`) loads the APOC "
+                "functions the canned queries use; with Docker, keep NEO4J_PLUGINS in docker/compose.yml; "
+                "elsewhere install APOC core and allow apoc.create.vNode and apoc.create.vRelationship"
+            ) from exc
         raise QueryError(f"query {query.name!r} ({query.path}) failed: {exc.code}: {exc.message}") from exc

@@ -194,6 +194,20 @@ def test_a_write_query_is_refused_by_the_read_transaction(driver, circuits, tmp_
     assert driver.execute_query("MATCH (n:Evil) RETURN count(n) AS n").records[0]["n"] == 0
 
 
+def test_a_query_needing_apoc_that_is_not_loaded_says_so(driver, tmp_path: Path):
+    """The stack loads only the APOC functions the canned queries use; any other one (as on a Neo4j
+    without APOC) gives one line that names APOC and what to do."""
+    other = tmp_path / "other.cypher"
+    other.write_text(
+        "// name: other\n// question: an APOC function the stack does not load?\n"
+        "RETURN apoc.coll.sum([1, 2]) AS s\n"
+    )
+    loaded = r"needs APOC core, which this Neo4j does not load: Unknown function 'apoc\.coll\.sum'"
+    with pytest.raises(QueryError, match=loaded):
+        queries.run(other, driver)
+    assert queries.run("circuit_graph", driver, run_id="no-such-run") == []
+
+
 def test_injection_like_values_are_data(driver, circuits):
     model_id = circuits["bee"].model_id
     sneaky = "x' OR 1=1 //"
