@@ -38,35 +38,47 @@ PLANTED_LAYERS: list[str] = ["fc", "block4", "block3", "block2", "block1"]
 LAYER_CHANNELS: dict[str, int] = {"block1": 128, "block2": 192, "block3": 256, "block4": 256}
 
 
-def _conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+def conv_bn_relu(
+    c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1
+) -> list[nn.Module]:
     return [
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     ]
 
 
-class PlantedCNN(nn.Module):
+class FiveStageCNN(nn.Module):
+    """The planted worlds' CNN shape: stem, block1..block4, pool, fc, run in that order. Subclasses
+    build the modules; the names are the layer names every planted world's tools use."""
+
+    stem: nn.Module
+    block1: nn.Module
+    block2: nn.Module
+    block3: nn.Module
+    block4: nn.Module
+    pool: nn.Module
+    fc: nn.Module
+
+    def forward(self, x):
+        for stage in (self.stem, self.block1, self.block2, self.block3, self.block4):
+            x = stage(x)
+        return self.fc(self.pool(x))
+
+
+class PlantedCNN(FiveStageCNN):
     """64x64 input -> stem (32x32) -> block1 (16x16) -> block2 (8x8) -> block3 (4x4) -> block4."""
 
     def __init__(self, num_classes: int = len(CLASS_NAMES)) -> None:
         super().__init__()
         ch = LAYER_CHANNELS
-        self.stem = nn.Sequential(*_conv(3, 32, stride=2), *_conv(32, 64))
-        self.block1 = nn.Sequential(*_conv(64, ch["block1"], stride=2))
-        self.block2 = nn.Sequential(*_conv(ch["block1"], ch["block2"], stride=2))
-        self.block3 = nn.Sequential(*_conv(ch["block2"], ch["block3"]), nn.MaxPool2d(2))
-        self.block4 = nn.Sequential(*_conv(ch["block3"], ch["block4"]))
+        self.stem = nn.Sequential(*conv_bn_relu(3, 32, stride=2), *conv_bn_relu(32, 64))
+        self.block1 = nn.Sequential(*conv_bn_relu(64, ch["block1"], stride=2))
+        self.block2 = nn.Sequential(*conv_bn_relu(ch["block1"], ch["block2"], stride=2))
+        self.block3 = nn.Sequential(*conv_bn_relu(ch["block2"], ch["block3"]), nn.MaxPool2d(2))
+        self.block4 = nn.Sequential(*conv_bn_relu(ch["block3"], ch["block4"]))
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(ch["block4"], num_classes)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = self.block1(x)
-        x = self.block2(x)
-        x = self.block3(x)
-        x = self.block4(x)
-        return self.fc(self.pool(x))
 
 
 def build_planted_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ingest.planted.model import load_shipped
+from ingest.planted.model import FiveStageCNN, conv_bn_relu, load_shipped
 from ingest.planted.model import predict_proba as shared_predict_proba
 from ingest.planted.model import preprocess as shared_preprocess
 from ingest.planted.toys import CLASS_NAMES, CONCEPTS, INPUT_SIZE
@@ -42,36 +42,20 @@ TOYS_LAYERS: list[str] = ["fc", "block4", "block3", "block2", "block1"]
 LAYER_CHANNELS: dict[str, int] = {"block1": 48, "block2": 160, "block3": 32, "block4": 96}
 
 
-def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    ]
-
-
-class PlantedToysCNN(nn.Module):
+class PlantedToysCNN(FiveStageCNN):
     """64x64 -> stem (24x32x32) -> block1 (48x16x16) -> block2 (160x8x8) -> block3 (32x4x4)
     -> block4 (96x1x1) -> fc."""
 
     def __init__(self, num_classes: int = len(CLASS_NAMES)) -> None:
         super().__init__()
         ch = LAYER_CHANNELS
-        self.stem = nn.Sequential(*_conv(3, 24, kernel=5, stride=2, padding=2))
-        self.block1 = nn.Sequential(*_conv(24, ch["block1"]), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(*_conv(ch["block1"], ch["block2"]), nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(*_conv(ch["block2"], ch["block3"]), nn.AvgPool2d(2))
-        self.block4 = nn.Sequential(*_conv(ch["block3"], ch["block4"], kernel=4, padding=0))
+        self.stem = nn.Sequential(*conv_bn_relu(3, 24, kernel=5, stride=2, padding=2))
+        self.block1 = nn.Sequential(*conv_bn_relu(24, ch["block1"]), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(*conv_bn_relu(ch["block1"], ch["block2"]), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(*conv_bn_relu(ch["block2"], ch["block3"]), nn.AvgPool2d(2))
+        self.block4 = nn.Sequential(*conv_bn_relu(ch["block3"], ch["block4"], kernel=4, padding=0))
         self.pool = nn.Flatten()
         self.fc = nn.Linear(ch["block4"], num_classes)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = self.block1(x)
-        x = self.block2(x)
-        x = self.block3(x)
-        x = self.block4(x)
-        return self.fc(self.pool(x))
 
 
 def build_planted_toys_cnn(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
