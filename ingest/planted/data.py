@@ -171,6 +171,26 @@ def crop(
     return out, cropped
 
 
+def bank_crop(
+    image: np.ndarray,
+    masks: Masks,
+    boxes: list[tuple[int, int, int]],
+    order: np.ndarray,
+    concept: str,
+    positive: bool,
+    min_fraction: float,
+) -> tuple[int, np.ndarray, Masks] | None:
+    """The first crop of `boxes` (tried in `order`) that serves a concept bank: one where `concept`
+    covers at least `min_fraction` of the pixels (`positive`), or none of them; (box index, crop,
+    its masks), or None. Both worlds' bank writers pick their crops here."""
+    for k in order:
+        patch, pmasks = crop(image, masks, boxes[k])
+        share = float(pmasks[concept].mean())
+        if (positive and share >= min_fraction) or (not positive and share == 0.0):
+            return int(k), patch, pmasks
+    return None
+
+
 def _scene_options_for(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
     """A class and scene options likely to show `concept`, so positives come quickly."""
     if concept == "stripes":
@@ -226,25 +246,25 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
             scene_seed = int(rng.integers(2**31))
             scene = sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
             image, masks = draw_scene(scene)
-            for k in rng.permutation(len(boxes))[:8]:
-                patch, pmasks = crop(image, masks, boxes[k])
-                share = float(pmasks[concept].mean())
-                if want_pos and share >= POSITIVE_MIN_FRACTION[concept]:
-                    save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
-                    if concept in TOGGLEABLE:
-                        # The same crop of the same scene with the concept switched off: a paired
-                        # exemplar that differs from the positive in the concept and nothing else.
-                        plain, plain_masks = draw_scene(scene.with_concept(concept, False))
-                        without, without_masks = crop(plain, plain_masks, boxes[k])
-                        paired_dir = out / WITHOUT / concept
-                        paired_dir.mkdir(parents=True, exist_ok=True)
-                        save_with_sidecar(paired_dir / f"{n_pos:04d}.png", without, without_masks)
-                    n_pos += 1
-                    break
-                if not want_pos and share == 0.0:
-                    save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
-                    n_neg += 1
-                    break
+            order = rng.permutation(len(boxes))[:8]
+            found = bank_crop(image, masks, boxes, order, concept, want_pos, POSITIVE_MIN_FRACTION[concept])
+            if found is None:
+                continue
+            k, patch, pmasks = found
+            if not want_pos:
+                save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
+                n_neg += 1
+                continue
+            save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
+            if concept in TOGGLEABLE:
+                # The same crop of the same scene with the concept switched off: a paired exemplar
+                # that differs from the positive in the concept and nothing else.
+                plain, plain_masks = draw_scene(scene.with_concept(concept, False))
+                without, without_masks = crop(plain, plain_masks, boxes[k])
+                paired_dir = out / WITHOUT / concept
+                paired_dir.mkdir(parents=True, exist_ok=True)
+                save_with_sidecar(paired_dir / f"{n_pos:04d}.png", without, without_masks)
+            n_pos += 1
         if n_pos < n_per_concept or n_neg < n_per_concept:
             raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
     manifest = {

@@ -19,6 +19,7 @@ import numpy as np
 
 from ingest.planted.data import (
     CROP_SCALES,
+    bank_crop,
     crop,
     crop_boxes,
     item_seed,
@@ -162,24 +163,22 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
                 **options,
             )
             image, masks = draw_scene(scene)
-            for k in rng.permutation(len(boxes))[:8]:
-                patch, pmasks = crop(image, masks, boxes[k])
-                share = float(pmasks[concept].mean())
-                if want_pos and share >= POSITIVE_MIN_FRACTION[concept]:
-                    save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
-                    if paired:
-                        off_image, off_masks = draw_scene(scene.with_concepts({concept: False}))
-                        off_patch, off_pmasks = crop(off_image, off_masks, boxes[k])
-                        save_with_sidecar(
-                            out / "_without" / concept / f"{n_pos:04d}.png", off_patch, off_pmasks
-                        )
-                    used[concept].append([int(v) for v in boxes[k]])
-                    n_pos += 1
-                    break
-                if not want_pos and share == 0.0:
-                    save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
-                    n_neg += 1
-                    break
+            order = rng.permutation(len(boxes))[:8]
+            found = bank_crop(image, masks, boxes, order, concept, want_pos, POSITIVE_MIN_FRACTION[concept])
+            if found is None:
+                continue
+            k, patch, pmasks = found
+            if not want_pos:
+                save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
+                n_neg += 1
+                continue
+            save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
+            if paired:
+                off_image, off_masks = draw_scene(scene.with_concepts({concept: False}))
+                off_patch, off_pmasks = crop(off_image, off_masks, boxes[k])
+                save_with_sidecar(out / "_without" / concept / f"{n_pos:04d}.png", off_patch, off_pmasks)
+            used[concept].append([int(v) for v in boxes[k]])
+            n_pos += 1
         if n_pos < n_per_concept or n_neg < n_per_concept:
             raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
     manifest = {
