@@ -215,6 +215,75 @@ def _unbiased_options(options: dict) -> dict:
     return {"flower_prob": 0.5, **options} if "flower" not in options else options
 
 
+def write_bank_exemplars(
+    out: Path,
+    concepts: Sequence[str],
+    n_per_concept: int,
+    rng: np.random.Generator,
+    *,
+    scene_for: Callable[[str, bool, np.random.Generator], object],
+    draw: Callable,
+    switch_off: Callable[[object, str], object | None],
+    min_fraction: dict[str, float],
+) -> dict[str, list[list[int]]]:
+    """The exemplars of a concept bank, for any planted world: per concept, `n_per_concept` crops
+    where it covers at least `min_fraction[concept]` (`out/<concept>/`), as many where it is absent
+    (`out/_negatives/<concept>/`), and, where `switch_off(scene, concept)` gives a scene, positive
+    NNNN's crop of that scene (`out/_without/<concept>/NNNN.png`: the same scene and crop without the
+    concept). `scene_for(concept, positive, rng)` samples a scene likely to give a positive (or any
+    scene). Every PNG gets a sidecar with one mask per world concept. Returns each positive's crop
+    box ([x, y, side])."""
+    boxes = crop_boxes()
+    used: dict[str, list[list[int]]] = {}
+    for concept in concepts:
+        pos_dir, neg_dir = out / concept, out / "_negatives" / concept
+        pos_dir.mkdir(parents=True, exist_ok=True)
+        neg_dir.mkdir(parents=True, exist_ok=True)
+        n_pos = n_neg = 0
+        used[concept] = []
+        for _attempt in range(200 * n_per_concept):
+            if n_pos >= n_per_concept and n_neg >= n_per_concept:
+                break
+            want_pos = n_pos < n_per_concept and (n_neg >= n_per_concept or rng.random() < 0.5)
+            scene = scene_for(concept, want_pos, rng)
+            image, masks = draw(scene)
+            order = rng.permutation(len(boxes))[:8]
+            found = bank_crop(image, masks, boxes, order, concept, want_pos, min_fraction[concept])
+            if found is None:
+                continue
+            k, patch, pmasks = found
+            if not want_pos:
+                save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks, concepts)
+                n_neg += 1
+                continue
+            save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks, concepts)
+            off = switch_off(scene, concept)
+            if off is not None:
+                # The same crop of the same scene with the concept switched off: a paired exemplar
+                # that differs from the positive in the concept and nothing else.
+                plain, plain_masks = draw(off)
+                without, without_masks = crop(plain, plain_masks, boxes[k])
+                paired_dir = out / WITHOUT / concept
+                paired_dir.mkdir(parents=True, exist_ok=True)
+                save_with_sidecar(paired_dir / f"{n_pos:04d}.png", without, without_masks, concepts)
+            used[concept].append([int(v) for v in boxes[k]])
+            n_pos += 1
+        if n_pos < n_per_concept or n_neg < n_per_concept:
+            raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
+    return used
+
+
+def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene:
+    """A scene for the insect bank: one likely to show `concept` (positive) or of any class, with
+    flowers in half of every class, so the bank carries no planted bias."""
+    if positive:
+        class_name, options = _scene_options_for(concept, rng)
+    else:
+        class_name, options = str(rng.choice(CLASS_NAMES)), {}
+    scene_seed = int(rng.integers(2**31))
+    return sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
+
+
 def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
     """Writes an in-context concept bank for labelling.
 
@@ -229,44 +298,16 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
     """
     out = Path(out_dir)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBA4C]))
-    boxes = crop_boxes()
-    for concept in CONCEPTS:
-        pos_dir, neg_dir = out / concept, out / "_negatives" / concept
-        pos_dir.mkdir(parents=True, exist_ok=True)
-        neg_dir.mkdir(parents=True, exist_ok=True)
-        n_pos = n_neg = 0
-        for _attempt in range(200 * n_per_concept):
-            if n_pos >= n_per_concept and n_neg >= n_per_concept:
-                break
-            want_pos = n_pos < n_per_concept and (n_neg >= n_per_concept or rng.random() < 0.5)
-            if want_pos:
-                class_name, options = _scene_options_for(concept, rng)
-            else:
-                class_name, options = str(rng.choice(CLASS_NAMES)), {}
-            scene_seed = int(rng.integers(2**31))
-            scene = sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
-            image, masks = draw_scene(scene)
-            order = rng.permutation(len(boxes))[:8]
-            found = bank_crop(image, masks, boxes, order, concept, want_pos, POSITIVE_MIN_FRACTION[concept])
-            if found is None:
-                continue
-            k, patch, pmasks = found
-            if not want_pos:
-                save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
-                n_neg += 1
-                continue
-            save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
-            if concept in TOGGLEABLE:
-                # The same crop of the same scene with the concept switched off: a paired exemplar
-                # that differs from the positive in the concept and nothing else.
-                plain, plain_masks = draw_scene(scene.with_concept(concept, False))
-                without, without_masks = crop(plain, plain_masks, boxes[k])
-                paired_dir = out / WITHOUT / concept
-                paired_dir.mkdir(parents=True, exist_ok=True)
-                save_with_sidecar(paired_dir / f"{n_pos:04d}.png", without, without_masks)
-            n_pos += 1
-        if n_pos < n_per_concept or n_neg < n_per_concept:
-            raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
+    write_bank_exemplars(
+        out,
+        CONCEPTS,
+        n_per_concept,
+        rng,
+        scene_for=_bank_scene,
+        draw=draw_scene,
+        switch_off=lambda scene, c: scene.with_concept(c, False) if c in TOGGLEABLE else None,
+        min_fraction=POSITIVE_MIN_FRACTION,
+    )
     manifest = {
         "concepts": CONCEPTS,
         "n_per_concept": n_per_concept,

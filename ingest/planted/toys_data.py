@@ -19,13 +19,11 @@ import numpy as np
 
 from ingest.planted.data import (
     CROP_SCALES,
-    bank_crop,
-    crop,
-    crop_boxes,
     item_seed,
     load_sidecar,
     world_dataset,
     world_image_folder,
+    write_bank_exemplars,
 )
 from ingest.planted.data import draw_images as shared_draw_images
 from ingest.planted.data import save_with_sidecar as shared_save_with_sidecar
@@ -122,6 +120,19 @@ def _positive_options(concept: str, rng: np.random.Generator) -> tuple[str, dict
     return str(rng.choice(owners)), {}
 
 
+def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene:
+    """A scene for the toys bank: one likely to show `concept` (positive) or of any class; every
+    toggleable concept the options leave open is on in half the scenes (`BANK_CONTEXT_PROB`)."""
+    if positive:
+        class_name, options = _positive_options(concept, rng)
+    else:
+        class_name, options = str(rng.choice(CLASS_NAMES)), {}
+    context_prob = {c: p for c, p in BANK_CONTEXT_PROB.items() if c not in options.get("context", {})}
+    return sample_scene(
+        np.random.default_rng(int(rng.integers(2**31))), class_name, context_prob=context_prob, **options
+    )
+
+
 def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
     """Writes an in-context concept bank for labelling.
 
@@ -136,51 +147,16 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
     """
     out = Path(out_dir)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x70B5]))
-    boxes = crop_boxes()
-    used: dict[str, list[list[int]]] = {}
-    for concept in CONCEPTS:
-        pos_dir, neg_dir = out / concept, out / "_negatives" / concept
-        pos_dir.mkdir(parents=True, exist_ok=True)
-        neg_dir.mkdir(parents=True, exist_ok=True)
-        paired = concept in TOGGLEABLE
-        if paired:
-            (out / "_without" / concept).mkdir(parents=True, exist_ok=True)
-        n_pos = n_neg = 0
-        used[concept] = []
-        for _attempt in range(200 * n_per_concept):
-            if n_pos >= n_per_concept and n_neg >= n_per_concept:
-                break
-            want_pos = n_pos < n_per_concept and (n_neg >= n_per_concept or rng.random() < 0.5)
-            if want_pos:
-                class_name, options = _positive_options(concept, rng)
-            else:
-                class_name, options = str(rng.choice(CLASS_NAMES)), {}
-            context_prob = {c: p for c, p in BANK_CONTEXT_PROB.items() if c not in options.get("context", {})}
-            scene = sample_scene(
-                np.random.default_rng(int(rng.integers(2**31))),
-                class_name,
-                context_prob=context_prob,
-                **options,
-            )
-            image, masks = draw_scene(scene)
-            order = rng.permutation(len(boxes))[:8]
-            found = bank_crop(image, masks, boxes, order, concept, want_pos, POSITIVE_MIN_FRACTION[concept])
-            if found is None:
-                continue
-            k, patch, pmasks = found
-            if not want_pos:
-                save_with_sidecar(neg_dir / f"{n_neg:04d}.png", patch, pmasks)
-                n_neg += 1
-                continue
-            save_with_sidecar(pos_dir / f"{n_pos:04d}.png", patch, pmasks)
-            if paired:
-                off_image, off_masks = draw_scene(scene.with_concepts({concept: False}))
-                off_patch, off_pmasks = crop(off_image, off_masks, boxes[k])
-                save_with_sidecar(out / "_without" / concept / f"{n_pos:04d}.png", off_patch, off_pmasks)
-            used[concept].append([int(v) for v in boxes[k]])
-            n_pos += 1
-        if n_pos < n_per_concept or n_neg < n_per_concept:
-            raise RuntimeError(f"concept bank: only {n_pos}/{n_neg} crops for {concept!r}")
+    used = write_bank_exemplars(
+        out,
+        CONCEPTS,
+        n_per_concept,
+        rng,
+        scene_for=_bank_scene,
+        draw=draw_scene,
+        switch_off=lambda scene, c: scene.with_concepts({c: False}) if c in TOGGLEABLE else None,
+        min_fraction=POSITIVE_MIN_FRACTION,
+    )
     manifest = {
         "world": "toys",
         "concepts": CONCEPTS,
