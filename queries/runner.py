@@ -244,12 +244,12 @@ def _execute(driver: Driver, query: Query, bound: dict[str, Any]) -> list[dict[s
         with driver.session() as session:
             return session.execute_read(work)
     except ClientError as exc:
-        if "read access mode" in (exc.message or "") or "AccessMode" in (exc.code or ""):
+        message = exc.message or ""
+        if "read access mode" in message or "AccessMode" in (exc.code or ""):
             raise QueryError(
                 f"query {query.name!r} ({query.path}) tried to write; canned queries run in a read "
                 f"transaction and may only read: {exc.message}"
             ) from exc
-        message = exc.message or ""
         if "apoc." in message and ("Unknown function" in message or "no procedure" in message):
             raise QueryError(
                 f"query {query.name!r} ({query.path}) needs APOC core, which this Neo4j does not load: "
