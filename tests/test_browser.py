@@ -593,7 +593,11 @@ def test_circuit_graph_draws_feeds_as_wide_as_their_weight(page, stack, circuits
             run=newest.run_id,
         ).records
     }
-    shafts = {1: 1, 2: 3, 3: 6, 4: 10}
+    shafts = {  # the style's shaft width (px) of each bucket's FEEDS_W<k> rule
+        int(k): int(px)
+        for k, px in re.findall(r"relationship\.FEEDS_W(\d) \{[^}]*shaft-width: (\d+)px", style_text())
+    }
+    assert sorted(shafts) == [1, 2, 3, 4] and len(set(shafts.values())) == 4, shafts
     assert len(widths) >= 2, widths
     assert set(heights) == {shafts[w] + 6 for w in widths}, (heights, widths)
     captions = {text.strip() for text in graph.locator("svg text").all_text_contents()}
