@@ -25,7 +25,12 @@ from ingest.cli.ranges import COUNT, SEED
     help="Planted world: insects (planted_cnn/resnet/vit; flowers -> bee) or toys (planted_toys_cnn; "
     "sun and cloud together -> kite).",
 )
-@click.option("--class", "class_name", help="Class of `images` [insects: bee, toys: kite].")
+@click.option(
+    "--class",
+    "class_name",
+    help="Class of `images` [insects: bee, toys: kite]. For `bank`: draw it from this class's scenes only "
+    "(an in-class bank, the one to label that class's circuit with) [default: every class].",
+)
 @click.option(
     "--concept",
     "concepts",
@@ -52,7 +57,7 @@ def planted_data_command(
     \b
     Examples:
       neurflow planted-data images data/bee --class bee --count 40
-      neurflow planted-data bank data/bank --count 30
+      neurflow planted-data bank data/bank --class bee --count 30
       neurflow planted-data pairs data/pairs --concept flower --count 20
       neurflow planted-data pairs data/pairs --concept flower --concept leaf --concept flower+leaf
       neurflow planted-data pairs data/tp --world toys --concept sun --concept cloud --concept sun+cloud
@@ -73,7 +78,10 @@ def planted_data_command(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--class") from None
     elif kind == "bank":
-        path = data.write_concept_bank(out, n, seed)
+        try:
+            path = data.write_concept_bank(out, n, seed, class_name=class_name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--class") from None
     elif len(concepts) <= 1:
         path = _pairs(world, data, out, n, seed, concepts[0] if concepts else default_concept)
     else:

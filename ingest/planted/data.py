@@ -191,6 +191,31 @@ def bank_crop(
     return None
 
 
+# The classes whose scenes show each part concept; flowers, leaves and backgrounds are in every class.
+SHOWN_BY: dict[str, tuple[str, ...]] = {
+    "stripes": ("bee",),
+    "wings": ("bee", "butterfly"),
+    "dots": ("ladybug", "snail", "butterfly"),
+    "shell": ("ladybug", "snail"),
+}
+
+
+def concepts_of_class(class_name: str) -> list[str]:
+    """The concepts that scenes of `class_name` can show (an in-class bank has exactly these)."""
+    if class_name not in CLASS_NAMES:
+        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
+    return [c for c in CONCEPTS if class_name in SHOWN_BY.get(c, CLASS_NAMES)]
+
+
+def _forcing_options(concept: str) -> dict:
+    """Scene options that make a scene show `concept` (empty for parts: the class shows them)."""
+    if concept in TOGGLEABLE:
+        return {concept: True}
+    if concept in BACKGROUNDS:
+        return {"background": concept}
+    return {}
+
+
 def _scene_options_for(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
     """A class and scene options likely to show `concept`, so positives come quickly."""
     if concept == "stripes":
@@ -201,12 +226,8 @@ def _scene_options_for(concept: str, rng: np.random.Generator) -> tuple[str, dic
         return str(rng.choice(["ladybug", "ladybug", "snail", "butterfly"])), {}
     if concept == "shell":
         return str(rng.choice(["ladybug", "snail"])), {}
-    if concept == "flower":
-        return str(rng.choice(CLASS_NAMES)), {"flower": True}
-    if concept == "leaf":
-        return str(rng.choice(CLASS_NAMES)), {"leaf": True}
-    if concept in BACKGROUNDS:
-        return str(rng.choice(CLASS_NAMES)), {"background": concept}
+    if concept in TOGGLEABLE or concept in BACKGROUNDS:
+        return str(rng.choice(CLASS_NAMES)), _forcing_options(concept)
     raise ValueError(f"unknown concept {concept!r}; choose one of {CONCEPTS}")
 
 
@@ -284,7 +305,21 @@ def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene
     return sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
 
 
-def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
+def _in_class_scene(class_name: str) -> Callable[[str, bool, np.random.Generator], Scene]:
+    """Scenes of one class only (an in-class bank): positives forced to show the concept where the
+    generator can, flowers in half of the rest."""
+
+    def scene_for(concept: str, positive: bool, rng: np.random.Generator) -> Scene:
+        options = _forcing_options(concept) if positive else {}
+        scene_seed = int(rng.integers(2**31))
+        return sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
+
+    return scene_for
+
+
+def write_concept_bank(
+    out_dir: str | Path, n_per_concept: int, seed: int, *, class_name: str | None = None
+) -> Path:
     """Writes an in-context concept bank for labelling.
 
     `out_dir/<concept>/NNNN.png`: crops (100/50/25 % of a scene, resized to the input size, as
@@ -295,21 +330,27 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
     the same scene with the concept switched off: a paired exemplar. Scenes are drawn with flowers
     in half of every class, so the bank itself carries no planted bias. Every PNG has a
     `.concepts.npz` sidecar; `manifest.json` records the rules.
+
+    `class_name`: an in-class bank, drawn from that class's scenes only, with the concepts they can
+    show (`concepts_of_class`): what the class's circuit is labelled with (docs/labelling.md).
+    Without it, the scenes are of every class.
     """
     out = Path(out_dir)
+    concepts = concepts_of_class(class_name) if class_name else CONCEPTS
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBA4C]))
     write_bank_exemplars(
         out,
-        CONCEPTS,
+        concepts,
         n_per_concept,
         rng,
-        scene_for=_bank_scene,
+        scene_for=_in_class_scene(class_name) if class_name else _bank_scene,
         draw=draw_scene,
         switch_off=lambda scene, c: scene.with_concept(c, False) if c in TOGGLEABLE else None,
         min_fraction=POSITIVE_MIN_FRACTION,
     )
     manifest = {
-        "concepts": CONCEPTS,
+        "concepts": concepts,
+        "class": class_name,
         "n_per_concept": n_per_concept,
         "seed": seed,
         "crop_scales": list(CROP_SCALES),

@@ -45,6 +45,7 @@ __all__ = [
     "BANK_CONTEXT_PROB",
     "NON_BIAS",
     "POSITIVE_MIN_FRACTION",
+    "concepts_of_class",
     "counterfactual_pairs",
     "counterfactual_scenes",
     "draw_images",
@@ -108,16 +109,39 @@ def write_image_folder(out_dir: str | Path, class_name: str, n: int, seed: int) 
     return world_image_folder(out_dir, class_name, n, seed, CLASS_NAMES, render, save_with_sidecar)
 
 
+def concepts_of_class(class_name: str) -> list[str]:
+    """The concepts that scenes of `class_name` can show (an in-class bank has exactly these): its parts,
+    the context objects and the backgrounds."""
+    if class_name not in CLASS_NAMES:
+        raise ValueError(f"unknown class {class_name!r}; choose one of {CLASS_NAMES}")
+    return [c for c in CONCEPTS if c in TOGGLEABLE or c in BACKGROUNDS or c in CLASS_PARTS[class_name]]
+
+
+def _forcing_options(concept: str) -> dict:
+    """Scene options that make a scene show `concept` (empty for parts: the class shows them)."""
+    if concept in TOGGLEABLE:
+        return {"context": {concept: True}}
+    if concept in BACKGROUNDS:
+        return {"background": concept}
+    return {}
+
+
 def _positive_options(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
     """A class and scene options that show `concept`, so positives come quickly."""
-    if concept in TOGGLEABLE:
-        return str(rng.choice(CLASS_NAMES)), {"context": {concept: True}}
-    if concept in BACKGROUNDS:
-        return str(rng.choice(CLASS_NAMES)), {"background": concept}
+    if concept in TOGGLEABLE or concept in BACKGROUNDS:
+        return str(rng.choice(CLASS_NAMES)), _forcing_options(concept)
     owners = [c for c in CLASS_NAMES if concept in CLASS_PARTS[c]]
     if not owners:
         raise ValueError(f"unknown concept {concept!r}; choose one of {CONCEPTS}")
     return str(rng.choice(owners)), {}
+
+
+def _scene(class_name: str, options: dict, rng: np.random.Generator) -> Scene:
+    """A bank scene: every toggleable concept the options leave open is on in half the scenes."""
+    context_prob = {c: p for c, p in BANK_CONTEXT_PROB.items() if c not in options.get("context", {})}
+    return sample_scene(
+        np.random.default_rng(int(rng.integers(2**31))), class_name, context_prob=context_prob, **options
+    )
 
 
 def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene:
@@ -127,13 +151,20 @@ def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene
         class_name, options = _positive_options(concept, rng)
     else:
         class_name, options = str(rng.choice(CLASS_NAMES)), {}
-    context_prob = {c: p for c, p in BANK_CONTEXT_PROB.items() if c not in options.get("context", {})}
-    return sample_scene(
-        np.random.default_rng(int(rng.integers(2**31))), class_name, context_prob=context_prob, **options
+    return _scene(class_name, options, rng)
+
+
+def _in_class_scene(class_name: str):
+    """Scenes of one class only (an in-class bank), positives forced to show the concept where the
+    generator can."""
+    return lambda concept, positive, rng: _scene(
+        class_name, _forcing_options(concept) if positive else {}, rng
     )
 
 
-def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Path:
+def write_concept_bank(
+    out_dir: str | Path, n_per_concept: int, seed: int, *, class_name: str | None = None
+) -> Path:
     """Writes an in-context concept bank for labelling.
 
     `out_dir/<concept>/NNNN.png`: crops (100/50/25 % of a scene on the patch grid, resized to the
@@ -144,22 +175,28 @@ def write_concept_bank(out_dir: str | Path, n_per_concept: int, seed: int) -> Pa
     Bank scenes carry no planted bias: every toggleable concept is on in half the scenes of every
     class, independently (`BANK_CONTEXT_PROB`). Every PNG has a sidecar; `manifest.json` records
     the rules and each positive's crop box ([x, y, side] in the 64 px scene, `positive_boxes`).
+
+    `class_name`: an in-class bank, drawn from that class's scenes only, with the concepts they can
+    show (`concepts_of_class`): what the class's circuit is labelled with (docs/labelling.md).
+    Without it, the scenes are of every class.
     """
     out = Path(out_dir)
+    concepts = concepts_of_class(class_name) if class_name else CONCEPTS
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x70B5]))
     used = write_bank_exemplars(
         out,
-        CONCEPTS,
+        concepts,
         n_per_concept,
         rng,
-        scene_for=_bank_scene,
+        scene_for=_in_class_scene(class_name) if class_name else _bank_scene,
         draw=draw_scene,
         switch_off=lambda scene, c: scene.with_concepts({c: False}) if c in TOGGLEABLE else None,
         min_fraction=POSITIVE_MIN_FRACTION,
     )
     manifest = {
         "world": "toys",
-        "concepts": CONCEPTS,
+        "concepts": concepts,
+        "class": class_name,
         "n_per_concept": n_per_concept,
         "seed": seed,
         "crop_scales": list(CROP_SCALES),
