@@ -39,7 +39,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_image_folder(negatives / name, name, 30, seed=55)
     return {
         "images": write_image_folder(root / "bee", "bee", 40, seed=1234),
-        "bank": write_concept_bank(root / "bank", 40, seed=7),
+        "bank": write_concept_bank(root / "bank", 40, seed=7, class_name="bee"),  # in-class, as documented
+        "mixed_bank": write_concept_bank(root / "mixed_bank", 20, seed=7),  # every class's scenes
         "pairs": _pair_sets(root / "pairs"),
         "negatives": negatives,
         "held_out": write_image_folder(root / "held_out_bee", "bee", 60, seed=77),
@@ -171,26 +172,51 @@ def test_top_labels_name_the_dominant_concept(driver, bee_run):
     assert records[0]["n"] == 0
 
 
-def test_labels_carry_their_evidence_and_the_bank_check_warns(driver, bee_run):
+def test_labels_carry_their_evidence_ranked_by_effect(driver, bee_run):
     """Each label says what it compared (paired for flower and leaf, matched elsewhere), how many
-    exemplars, and a 95 % interval; `label` warns about the bank's confound (dots' positives are shell
-    crops, its in-context negatives are not) with numbers."""
+    exemplars, its effect and a 95 % interval; a group's labels are ranked by effect. The in-class bee
+    bank holds only what bee scenes show, so no label names dots or shell."""
     records, _, _ = driver.execute_query(
         "MATCH (g:NeuronGroup {run_id: $id})-[l:LABELED {method: 'concept_bank'}]->(c:Concept) "
-        "RETURN c.name AS c, l.details_json AS d, l.score AS s",
+        "RETURN g.ng_id AS g, c.name AS c, l.details_json AS d, l.score AS s, l.rank AS r ORDER BY g, r",
         id=bee_run["run_id"],
     )
-    seen = {}
+    seen, effects = {}, {}
     for r in records:
         d = json.loads(r["d"])
         seen[r["c"]] = d["evidence"]
+        effects.setdefault(r["g"], []).append(d["effect"])
         low, high = d["ci95"]
         assert low <= r["s"] <= high and d["positives"] >= 5 and d["negatives"] >= 5, d
-    assert seen["flower"] == "paired" and seen.get("dots", "matched") == "matched", seen
-    out = bee_run["label_output"]
+        assert r["s"] >= 0.5, r
+    assert seen["flower"] == "paired" and seen["stripes"] == "matched", seen
+    assert not {"dots", "shell"} & set(seen), seen
+    assert all(e == sorted(e, reverse=True) for e in effects.values()), effects
+    assert "bank context" not in bee_run["label_output"], bee_run["label_output"]
+
+
+def test_the_bank_check_warns_about_a_mixed_bank_and_writes_nothing(driver, bee_run, data):
+    """`label --check-only` with a bank of every class's scenes: it says the bank is not in-class, and
+    that dots' positives are shell crops while its negatives are not (with numbers); no label changes."""
+    before = driver.execute_query(
+        "MATCH (:NeuronGroup {run_id: $id})-[l:LABELED]->(c) RETURN count(l) AS n, collect(c.name) AS c",
+        id=bee_run["run_id"],
+    ).records[0]
+    result = CliRunner().invoke(
+        main, ["label", "--run", bee_run["run_id"], "--concepts", str(data["mixed_bank"]), "--check-only"]
+    )
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "bank context: this bank is drawn from every class's scenes, the run explains 'bee'" in out, out
     assert re.search(
         r"bank check: 'dots' positives and negatives differ in shell \(\d+% of positives", out
     ), out
+    assert "nothing labelled (--check-only)" in out
+    after = driver.execute_query(
+        "MATCH (:NeuronGroup {run_id: $id})-[l:LABELED]->(c) RETURN count(l) AS n, collect(c.name) AS c",
+        id=bee_run["run_id"],
+    ).records[0]
+    assert (after["n"], sorted(after["c"])) == (before["n"], sorted(before["c"]))
 
 
 def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):

@@ -29,7 +29,7 @@ def toys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "images": write_image_folder(root / BIAS_CLASS, BIAS_CLASS, 40, seed=1234),
         "held_out": write_image_folder(root / "held_out", BIAS_CLASS, 60, seed=77),
-        "bank": write_concept_bank(root / "bank", 40, seed=7),
+        "bank": write_concept_bank(root / "bank", 40, seed=7, class_name=BIAS_CLASS),  # in-class
         "pairs": pairs,
         "patches": root / "patches",
     }
@@ -85,11 +85,13 @@ def test_the_audit_ranks_the_conjunction_first_and_masking_its_group_removes_it(
 
 def test_top_label_accuracy_on_the_toys_world(driver, kite_run):
     """The acceptance asks that every group whose exemplars are at least 90 % one concept has it as its
-    top label. On this world it does not hold: 2 of the 4 such groups of this run get it (docs/labelling.md,
-    a finding of the held-out world). The test prints every group and guards the measured level so a
-    regression shows; it does not claim the acceptance point."""
+    top label. On this run it holds for 3 of the 4 such groups (in-class bank, effect ranking; 2 of 4
+    with the mixed bank and the score ranking). The miss is block3/g4, whose exemplars are 97 % snow and
+    26 of 29 (0.897) fence: it is labelled fence. docs/labelling.md has the table and a second
+    replicate. The test prints every group and guards the measured level so a regression shows; it
+    does not claim the acceptance point."""
     rows, right = label_accuracy(driver, kite_run["run_id"])
     print(f"\ntoys world: top-label accuracy on groups with a >= 90 % concept: {right}/{len(rows)}")
     for g, shares, bank, spatial in rows:
         print(f"  {g.split('/', 1)[1]:<12} {shares}  image-level: {bank}  spatial: {spatial}")
-    assert rows and right >= 2, rows
+    assert rows and right >= 3, rows

@@ -3,6 +3,8 @@ ranked (ingest/analysis/causal_audit.py), on hand-made numbers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from ingest.labelling.bank_evidence import (
     prevalence_gaps,
     score,
 )
+from ingest.labelling.concept_bank import ConceptBank, _labels_for, bank_context_line
 
 KNOWN = ["dots", "object", "sky"]
 
@@ -96,3 +99,56 @@ def test_a_conjunction_is_measurable_only_through_its_interaction():
     assert entry.measurable and entry.own.mean == pytest.approx(0.151)
     additive = ConceptShift("a+c", ["a", "c"], ab, False, interaction=Effect(0.0, -0.05, 0.05))
     assert ab.measurable and not additive.measurable  # moves the class, but only through its parts
+
+
+def _two_concept_bank() -> ConceptBank:
+    """20 images. "sun" is paired: rows 0-4 with the sun, rows 5-9 the same crops without it. "kite" is
+    matched by its negatives (rows 10-14 positives, 15-19 negatives); no sidecars."""
+    return ConceptBank(
+        pixels=torch.zeros((20, 3, 4, 4), dtype=torch.uint8),
+        files=[f"{i:02d}.png" for i in range(20)],
+        positives={"sun": np.arange(5), "kite": np.arange(10, 15)},
+        negatives={"sun": np.arange(5, 10), "kite": np.arange(15, 20)},
+        paired={"sun": np.arange(5, 10)},
+    )
+
+
+def test_labels_are_ranked_by_effect_and_the_score_decides_what_is_a_label():
+    """A sun that nudges the group in every pair (share of pairs 1.0, +0.01 each) against a kite that
+    moves it a lot but not always (AUC 0.8): ranked by effect the kite comes first, ranked by the score
+    the sun does. Hand-computed: sun effect 0.01 / sd, kite (0.84 - 0.3) / sd."""
+    bank = _two_concept_bank()
+    scores = np.full(20, 0.5)
+    scores[0:5] = 0.51  # with the sun: +0.01 over its pair (0.5)
+    scores[10:15] = [1.0, 1.0, 1.0, 1.0, 0.2]  # kites
+    scores[15:20] = [0.3, 0.3, 0.3, 0.3, 0.3]  # kite negatives
+    sd = scores.std()
+    by_effect = _labels_for("g", scores, bank, top=2, min_score=0.5)
+    by_score = _labels_for("g", scores, bank, top=2, min_score=0.5, rank_by="score")
+    assert [(lab.concept, lab.rank) for lab in by_effect] == [("kite", 1), ("sun", 2)]
+    assert [(lab.concept, lab.rank) for lab in by_score] == [("sun", 1), ("kite", 2)]
+    sun, kite = by_score
+    assert sun.score == 1.0 and kite.score == pytest.approx(0.8)  # 4 of 5 kites above every negative
+    assert sun.details["effect"] == pytest.approx(0.01 / sd, abs=1e-6)
+    assert kite.details["effect"] == pytest.approx((0.84 - 0.3) / sd, abs=1e-6)
+    # the score still decides what is a label: with min_score above the kite's AUC only the sun is kept
+    kept = _labels_for("g", scores, bank, top=2, min_score=0.9)
+    assert [(lab.concept, lab.rank) for lab in kept] == [("sun", 1)]
+
+
+@pytest.mark.parametrize(
+    ("declared", "explained", "warns"),
+    [(None, "bee", "every class's scenes"), ("ladybug", "bee", "'ladybug' scenes"), ("bee", "Bee", None)],
+)
+def test_the_bank_says_when_it_is_not_drawn_from_the_explained_class(tmp_path, declared, explained, warns):
+    (tmp_path / "manifest.json").write_text(json.dumps({"class": declared}))
+    line = bank_context_line(tmp_path, explained)
+    assert (line is None) if warns is None else (warns in line and f"explains {explained!r}" in line), line
+
+
+def test_a_bank_without_a_manifest_or_a_class_says_nothing(tmp_path):
+    assert bank_context_line(tmp_path, "bee") is None
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert bank_context_line(tmp_path, "bee") is None
+    (tmp_path / "manifest.json").write_text(json.dumps({"concepts": ["a"]}))  # a bank from before --class
+    assert bank_context_line(tmp_path, "bee") is None

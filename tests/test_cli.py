@@ -74,6 +74,22 @@ def test_every_command_that_prints_results_prints_json_with_json(tmp_path):
     assert len(shown["purity"]) == len(extracted["purity"]) + extracted["purity_rows_left_out"]
 
 
+def test_planted_data_bank_of_one_class(tmp_path):
+    """`planted-data bank --class`: an in-class bank (kite concepts only); an unknown class is one line
+    and exit 2, and nothing is written."""
+    import json
+
+    result = CliRunner().invoke(
+        main,
+        ["planted-data", "bank", str(tmp_path / "kb"), "--world", "toys", "--class", "kite", "--count", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "kb" / "manifest.json").read_text())["class"] == "kite"
+    bad = CliRunner().invoke(main, ["planted-data", "bank", str(tmp_path / "wb"), "--class", "wasp"])
+    assert bad.exit_code == 2 and "unknown class 'wasp'" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "wb").exists()
+
+
 def test_every_command_has_an_example_and_every_option_help():
     """`--help` of every command shows an example, and every option says what it does."""
     import click

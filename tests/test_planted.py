@@ -13,6 +13,7 @@ import torch
 from ingest.planted.data import (
     NON_BEE,
     POSITIVE_MIN_FRACTION,
+    concepts_of_class,
     counterfactual_pairs,
     counterfactual_scenes,
     crop_boxes,
@@ -150,6 +151,29 @@ def test_concept_bank_positives_and_negatives(tmp_path):
         for p in neg:
             assert not load_sidecar(p)[c].any()
     assert json.loads((bank / "manifest.json").read_text())["concepts"] == CONCEPTS
+
+
+def test_an_in_class_bank_holds_what_the_class_shows(tmp_path):
+    """`class_name`: scenes of one class only, so only the concepts that class can show (no dots or
+    shell for the bee); the rest of the recipe is the mixed bank's."""
+    assert concepts_of_class("bee") == ["stripes", "wings", "flower", "leaf", "grass", "sky", "sand"]
+    assert "stripes" not in concepts_of_class("ladybug") and "dots" in concepts_of_class("ladybug")
+    bank = write_concept_bank(tmp_path / "bank", n_per_concept=2, seed=3, class_name="bee")
+    manifest = json.loads((bank / "manifest.json").read_text())
+    assert manifest["class"] == "bee" and manifest["concepts"] == concepts_of_class("bee")
+    folders = sorted(p.name for p in bank.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert folders == sorted(concepts_of_class("bee"))
+    for c in concepts_of_class("bee"):
+        for p in sorted((bank / c).glob("*.png")):
+            masks = load_sidecar(p)
+            assert (
+                sorted(masks) == sorted(concepts_of_class("bee"))
+                and masks[c].mean() >= POSITIVE_MIN_FRACTION[c]
+            )
+        assert all(not load_sidecar(p)[c].any() for p in (bank / "_negatives" / c).glob("*.png"))
+    assert sorted(p.name for p in (bank / "_without").iterdir()) == ["flower", "leaf"]
+    with pytest.raises(ValueError, match="unknown class"):
+        write_concept_bank(tmp_path / "x", 1, seed=0, class_name="wasp")
 
 
 def test_counterfactual_writer(tmp_path):

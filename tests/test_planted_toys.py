@@ -35,6 +35,8 @@ from ingest.planted.toys import (
 )
 from ingest.planted.toys_data import (
     NON_BIAS,
+    POSITIVE_MIN_FRACTION,
+    concepts_of_class,
     counterfactual_scenes,
     load_sidecar,
     make_dataset,
@@ -192,6 +194,18 @@ def test_bank_without_exemplars_differ_only_where_the_concept_was(tmp_path):
             changed += diff.sum()
             outside += (diff & ~binary_dilation(mask, iterations=slack)).sum()
     assert changed > 0 and outside <= 0.02 * changed
+
+
+def test_an_in_class_kite_bank_has_no_other_class_parts(tmp_path):
+    kite = concepts_of_class(BIAS_CLASS)
+    assert kite == ["sail", "ribbon", "sun", "cloud", "balloon", "fence", "water", "snow", "dusk"]
+    bank = write_concept_bank(tmp_path / "bank", 2, 11, class_name=BIAS_CLASS)
+    manifest = json.loads((bank / "manifest.json").read_text())
+    assert manifest["class"] == BIAS_CLASS and manifest["concepts"] == kite
+    assert sorted(p.name for p in bank.iterdir() if p.is_dir() and not p.name.startswith("_")) == sorted(kite)
+    assert sorted(p.name for p in (bank / "_without").iterdir()) == sorted(TOGGLEABLE)
+    for c in kite:
+        assert all(load_sidecar(p)[c].mean() >= POSITIVE_MIN_FRACTION[c] for p in (bank / c).glob("*.png"))
 
 
 @pytest.fixture(scope="module")

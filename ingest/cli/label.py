@@ -45,7 +45,21 @@ def _bank_options(fn):
                 help="Lowest ROC AUC stored (0.5 is chance).",
             ),
             click.option(
+                "--rank-by",
+                type=click.Choice(["effect", "score"]),
+                default="effect",
+                show_default=True,
+                help="Order of a group's labels: effect size (how much the concept moves the group) or the "
+                "score itself (share of pairs / ROC AUC). docs/labelling.md compares them.",
+            ),
+            click.option(
                 "--no-semantic-groups", is_flag=True, help="Label neuron groups only, not semantic groups."
+            ),
+            click.option(
+                "--check-only",
+                is_flag=True,
+                help="Print what the bank compares and where its exemplars differ besides the concept, "
+                "then stop: nothing is run through the model and nothing is written.",
             ),
             click.option(
                 "--spatial/--no-spatial",
@@ -77,7 +91,9 @@ def label_group(
     bank_dir: str | None,
     top: int,
     min_score: float,
+    rank_by: str,
     no_semantic_groups: bool,
+    check_only: bool,
     spatial: bool,
     as_json: bool,
 ) -> None:
@@ -86,7 +102,9 @@ def label_group(
     \b
     neurflow label --run ID --concepts BANK
     A group's score on a concept is the ROC AUC with which its metric M separates the bank's
-    positives of the concept from its negatives. Re-running replaces the run's concept-bank labels;
+    positives of the concept from its negatives (or the share of paired exemplars it scores higher
+    on); a group's labels are ranked by effect size. Label a class's circuit with an in-class bank
+    (crops of that class's images). Re-running replaces the run's concept-bank labels;
     manual and LLM labels are kept. See the sub-commands for the other labellers.
     """
     if ctx.invoked_subcommand is not None or ctx.meta.get("label_subcommand"):
@@ -99,6 +117,7 @@ def label_group(
         bank_activations,
         bank_check,
         bank_check_lines,
+        bank_context_line,
         label_circuit,
         load_concept_bank,
     )
@@ -118,9 +137,18 @@ def label_group(
             + ", ".join(f"{c} {bank.evidence(c).kind}" for c in bank.concepts),
             err=True,
         )
+        context = bank_context_line(bank_dir, opened.circuit.class_name)
+        if context:
+            click.echo(context, err=True)
         check = bank_check(bank)
         for line in bank_check_lines(check, bank.coverage is not None):
             click.echo(line, err=True)
+        if check_only:
+            if as_json:
+                echo_json({"run_id": run_id, "written": 0, "bank_context": context, "bank": check})
+            else:
+                click.echo(f"run {run_id}: bank checked, nothing labelled (--check-only)")
+            return
         acts = bank_activations(
             opened.model,
             opened.cuts,
@@ -135,6 +163,7 @@ def label_group(
             top=top,
             min_score=min_score,
             semantic_groups=not no_semantic_groups,
+            rank_by=rank_by,
         )
         written = write_labels(driver, run_id, "concept_bank", labels)
         where: list = []
@@ -160,6 +189,8 @@ def label_group(
                 "run_id": run_id,
                 "written": written,
                 "groups": len(best),
+                "rank_by": rank_by,
+                "bank_context": context,
                 "bank": check,
                 "labels": [
                     {
@@ -167,6 +198,7 @@ def label_group(
                         "concept": lab.concept,
                         "score": lab.score,
                         "rank": lab.rank,
+                        "effect": lab.details.get("effect"),
                         "evidence": lab.details.get("evidence"),
                         "ci95": lab.details.get("ci95"),
                     }
@@ -189,7 +221,8 @@ def label_group(
     for label in where:
         located[label.group_id].append(label)
     click.echo(
-        f"run {run_id}: {written} labels on {len(best)} groups (image-level score | IoU where it fires)"
+        f"run {run_id}: {written} labels on {len(best)} groups (image-level score, ranked by {rank_by} | IoU "
+        "where it fires)"
     )
     for group in opened.circuit.neuron_groups:
         shown = ", ".join(f"{lab.concept} {lab.score:.2f}" for lab in best.get(group.ng_id, []))

@@ -18,10 +18,15 @@ else the bank's negatives as they are.
 
 The score of a group on a concept is the ROC AUC of its score over the concept's positives against
 those negatives (for pairs: the share of pairs whose positive scores higher): 1.0 when every positive
-scores above, 0.5 for chance. Each label carries its evidence, the numbers compared and a 95 %
-interval. Contrast is the point: the raw response to isolated exemplars would label a group with
-whatever excites it most strongly (a trial labelled pink flowers "dots"), not with what tells the
-concept apart.
+scores above, 0.5 for chance. Concepts scoring at least `min_score` are ranked by effect size (how far
+the concept moves the group, over the group's spread on the bank). Each label carries its evidence,
+the numbers compared, the effect and a 95 % interval. Contrast is the point: the raw response to
+isolated exemplars would label a group with whatever excites it most strongly (a trial labelled pink
+flowers "dots"), not with what tells the concept apart.
+
+A class's circuit is best labelled with an in-class bank (crops of that class's own scenes): a bank
+of every class's crops names concepts the class never shows ("dots" and "shell" on bee groups,
+"wheels" on kite groups) because a group responds to them elsewhere.
 
 A group is neurons *and* a region of the representative space (its patches' channel means of the
 layer below, Eq. 3): the same neuron can sit in two groups, one per meaning. So a group's score on an
@@ -40,6 +45,7 @@ core neurons would get the same labels whatever their patches show.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,34 +211,45 @@ def bank_activations(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
+RANKINGS = ("effect", "score")
+
+
 def _labels_for(
-    group_id: str, scores: np.ndarray, bank: ConceptBank, top: int, min_score: float
+    group_id: str, scores: np.ndarray, bank: ConceptBank, top: int, min_score: float, rank_by: str = "effect"
 ) -> list[LabelRecord]:
+    """The group's best `top` concepts among those scoring at least `min_score`, ranked by effect size
+    (`rank_by="score"`: by the score itself, as before 2026-12).
+
+    The score (share of pairs, or ROC AUC) says how *consistently* a concept raises the group; the
+    effect size says how *much*, on one scale for paired and matched evidence. Ranking by the share
+    of pairs let any context object that nudges every group of a circuit (a sun added to a kite
+    scene) take rank 1 everywhere (docs/labelling.md); the score still decides what is a label at all.
+    """
     rated = []
     for concept in bank.concepts:
         evidence = bank.evidence(concept)
         pos, neg = evidence.positives, evidence.negatives
         value, low, high = score(evidence, scores)
-        rated.append(
-            (
-                value,
-                concept,
-                {
-                    "evidence": evidence.kind,
-                    "positives": len(pos),
-                    "negatives": len(neg),
-                    "ci95": [round(low, 4), round(high, 4)],
-                    "mean_positive": round(float(scores[pos].mean()), 6),
-                    "mean_negative": round(float(scores[neg].mean()), 6),
-                    "effect": round(effect_size(evidence, scores), 6),
-                },
-            )
-        )
-    rated.sort(key=lambda r: (-r[0], r[1]))
+        if value < min_score:
+            continue
+        effect = effect_size(evidence, scores)
+        details = {
+            "evidence": evidence.kind,
+            "positives": len(pos),
+            "negatives": len(neg),
+            "ci95": [round(low, 4), round(high, 4)],
+            "mean_positive": round(float(scores[pos].mean()), 6),
+            "mean_negative": round(float(scores[neg].mean()), 6),
+            "effect": round(effect, 6),
+        }
+        rated.append((effect, value, concept, details))
+    if rank_by == "score":
+        rated.sort(key=lambda r: (-r[1], r[2]))
+    else:
+        rated.sort(key=lambda r: (-r[0], -r[1], r[2]))
     return [
-        LabelRecord(group_id, concept, round(auc, 6), "concept_bank", rank, details)
-        for rank, (auc, concept, details) in enumerate(rated[:top], start=1)
-        if auc >= min_score
+        LabelRecord(group_id, concept, round(value, 6), "concept_bank", rank, details)
+        for rank, (_effect, value, concept, details) in enumerate(rated[:top], start=1)
     ]
 
 
@@ -255,8 +272,10 @@ def label_circuit(
     top: int = 3,
     min_score: float = 0.5,
     semantic_groups: bool = True,
+    rank_by: str = "effect",
 ) -> list[LabelRecord]:
-    """The best `top` concepts (AUC ≥ `min_score`) of every neuron group and semantic group."""
+    """The best `top` concepts (AUC ≥ `min_score`, ranked by `rank_by`) of every neuron group and
+    semantic group."""
     labels: list[LabelRecord] = []
     for layer in circuit.layer_names():
         groups = [g for g in circuit.neuron_groups if g.layer == layer]
@@ -265,7 +284,7 @@ def label_circuit(
         assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
         for column, group in enumerate(groups):
             metric = circuit_metric(circuit, layer, metric_neurons(group), acts[layer])
-            labels += _labels_for(group.ng_id, metric * assign[:, column], bank, top, min_score)
+            labels += _labels_for(group.ng_id, metric * assign[:, column], bank, top, min_score, rank_by)
     if not semantic_groups:
         return labels
     by_neuron: dict[tuple[str, int], list] = {}
@@ -276,7 +295,7 @@ def label_circuit(
         groups.sort(key=lambda g: g.j)
         assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
         for column, sg in enumerate(groups):
-            labels += _labels_for(sg.sg_id, own * assign[:, column], bank, top, min_score)
+            labels += _labels_for(sg.sg_id, own * assign[:, column], bank, top, min_score, rank_by)
     return labels
 
 
@@ -302,6 +321,27 @@ def concept_bank_labels(
         top=top,
         min_score=min_score,
         semantic_groups=semantic_groups,
+    )
+
+
+def bank_context_line(folder: str | Path, class_name: str | None) -> str | None:
+    """A warning when the bank's `manifest.json` says it was drawn from other scenes than the explained
+    class's: a mixed bank (`"class": null`) or another class's. Banks without a manifest say nothing."""
+    manifest = Path(folder) / "manifest.json"
+    try:
+        declared = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(declared, dict) or "class" not in declared:
+        return None
+    drawn = declared["class"]
+    if drawn is not None and (class_name is None or str(drawn).lower() == class_name.lower()):
+        return None
+    where = "every class's scenes" if drawn is None else f"{drawn!r} scenes"
+    return (
+        f"bank context: this bank is drawn from {where}, the run explains {class_name!r}; labels of a "
+        "class's circuit are right more often with an in-class bank (`neurflow planted-data bank --class`, "
+        "or crops of that class's own images; docs/labelling.md)"
     )
 
 
