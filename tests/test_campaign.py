@@ -306,28 +306,46 @@ def test_overlapping_campaigns_at_once_leave_one_copy_of_everything(driver, pool
 
 
 def test_label_and_audit_steps_run_after_each_class_once(driver, pool, env, patches, tmp_path):
-    """[after.label] and [after.audit]: the class's run gets concept-bank labels and an AuditResult;
-    running the campaign again adds neither again."""
+    """[after.label] and [after.audit]: the class's run gets concept-bank labels from its own in-class
+    bank (`banks/{class}`: no dots or shell, which bee scenes never show) and an AuditResult; running
+    the campaign again adds neither again."""
     from graphmodel.audits import read_audits
     from graphmodel.labels import read_labels
     from ingest.planted.data import write_concept_bank, write_counterfactual_pairs
 
-    bank = write_concept_bank(tmp_path / "bank", 6, seed=3)
+    write_concept_bank(tmp_path / "banks" / "bee", 6, seed=3, class_name="bee")
     pairs = write_counterfactual_pairs(tmp_path / "pairs", 6, seed=3, concept="flower")
     spec = write_spec(tmp_path, "steps", pool, patches, classes='["bee"]', models=CNN)
     spec.write_text(
         spec.read_text()
-        + f'\n[after.label]\nconcepts = "{bank}"\n\n[after.audit]\nexpected = ["stripes", "wings"]\n'
+        + '\n[after.label]\nconcepts = "banks/{class}"\n\n[after.audit]\nexpected = ["stripes", "wings"]\n'
         f'pairs = "{pairs}"\nrandom_sets = 3\n'
     )
     clear(driver)
     finish(campaign(spec, env))
     (run_id,) = runs(driver)
     labels = read_labels(driver, run_id)
-    assert any(lab.method == "concept_bank" for labs in labels.values() for lab in labs)
+    named = {lab.concept for labs in labels.values() for lab in labs if lab.method == "concept_bank"}
+    assert named and not named & {"dots", "shell"}, named
     assert len(read_audits(driver, run_id)) == 1
     finish(campaign(spec, env))
     assert len(read_audits(driver, run_id)) == 1
+
+
+def test_a_class_without_its_bank_stops_the_campaign_before_it_runs(pool, patches, tmp_path):
+    """`banks/{class}` with a bank for bee only: planning bee and ladybug is one line naming ladybug."""
+    from ingest.cli import main
+    from ingest.planted.data import write_concept_bank
+
+    write_concept_bank(tmp_path / "banks" / "bee", 5, seed=3, class_name="bee")
+    spec = write_spec(tmp_path, "banks", pool, patches, classes='["bee", "ladybug"]', models=CNN)
+    spec.write_text(spec.read_text() + '\n[after.label]\nconcepts = "banks/{class}"\n')
+    result = CliRunner().invoke(main, ["campaign", "plan", str(spec)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "no bank folder for ladybug;" in result.output and "--class <class>" in result.output
+    spec.write_text(spec.read_text().replace("banks/{class}", "nowhere/{class}"))
+    result = CliRunner().invoke(main, ["campaign", "plan", str(spec)])
+    assert result.exit_code == 1 and "the folder above {class} in concepts" in result.output, result.output
 
 
 def test_an_unreachable_ray_address_is_one_line(driver, pool, env, patches, tmp_path):

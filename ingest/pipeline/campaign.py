@@ -28,7 +28,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ingest.pipeline.campaign_spec import CampaignSpec, ModelSpec
+from ingest.pipeline.campaign_spec import (
+    CLASS_PLACEHOLDER,
+    CampaignSpec,
+    CampaignSpecError,
+    ModelSpec,
+    bank_for,
+)
 from ingest.pipeline.image_pool import ClassImages, csv_classes, folder_classes, select_classes
 
 BUSY_WAIT_SECONDS = 1800.0
@@ -143,7 +149,28 @@ def plan_campaign(spec: CampaignSpec, classes: Any = None) -> Plan:
                     files=tuple(str(f) for f in entry.files),
                 )
             )
+    _check_class_banks(plan)
     return plan
+
+
+def _check_class_banks(plan: Plan) -> None:
+    """With `{class}` in the label step's bank, every planned class needs its bank before anything runs."""
+    if plan.spec.label is None or CLASS_PLACEHOLDER not in plan.spec.label.concepts:
+        return
+    missing = sorted(
+        {
+            job.class_name or str(job.class_index)
+            for job in plan.jobs
+            if not Path(bank_for(plan.spec.label.concepts, job.class_name or str(job.class_index))).is_dir()
+        }
+    )
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CampaignSpecError(
+            f"[after.label] concepts = {plan.spec.label.concepts!r}: no bank folder for {shown}; write one "
+            "per class (e.g. `neurflow planted-data bank banks/<class> --class <class>`) or select fewer "
+            "classes"
+        )
 
 
 # ------------------------------------------------------------------------------ shared pass
@@ -304,7 +331,10 @@ def _label(driver, opened: _OpenedRun, step: dict[str, Any]) -> int:
         existing = read_labels(driver, run_id)
         if any(lab.method == "concept_bank" for labs in existing.values() for lab in labs):
             return 0
-    bank = load_concept_bank(step["concepts"], opened.model.input_size)
+    circuit = opened.circuit
+    bank = load_concept_bank(
+        bank_for(step["concepts"], circuit.class_name or str(circuit.class_index)), opened.model.input_size
+    )
     labels = concept_bank_labels(
         opened.model, opened.cuts, opened.circuit, bank, top=step["top"], min_score=step["min_score"]
     )

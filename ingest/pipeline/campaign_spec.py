@@ -32,7 +32,7 @@ naming the key and what to write instead. Paths are relative to the spec file.
     classes = [...]                # optional: this model's own selection
 
     [after.label]                  # optional: concept-bank labels after each class
-    concepts = "bank"
+    concepts = "banks/{class}"     # a bank, or one per class: {class} is each class's name
     top = 3
     min_score = 0.5
 
@@ -191,6 +191,25 @@ def _path(base: Path, text: Any, where: str, key: str, *, must_exist: bool = Tru
     return path
 
 
+CLASS_PLACEHOLDER = "{class}"
+
+
+def _bank_path(base: Path, text: Any, where: str) -> str:
+    """The label step's bank. `{class}` in it stands for each class's name, so every class is labelled
+    with its own in-class bank (docs/labelling.md); then the folder above must exist here, and each
+    class's bank is checked when the campaign is planned (`bank_for`)."""
+    if not isinstance(text, str) or CLASS_PLACEHOLDER not in text:
+        return str(_path(base, text, where, "concepts"))
+    parent = text.split(CLASS_PLACEHOLDER, 1)[0]
+    _path(base, parent or ".", where, f"the folder above {CLASS_PLACEHOLDER} in concepts")
+    return str((base / text).expanduser().resolve())
+
+
+def bank_for(concepts: str, class_name: str) -> str:
+    """The bank folder of one class: `concepts` with `{class}` replaced by the class's name."""
+    return concepts.replace(CLASS_PLACEHOLDER, class_name)
+
+
 def _extract(where: str, table: dict) -> dict[str, Any]:
     _unknown(where, table, EXTRACT_KEYS)
     out: dict[str, Any] = {}
@@ -287,7 +306,7 @@ def load_spec(path: str | Path) -> CampaignSpec:
         at = f"{where} [after.label]"
         _unknown(at, table, LABEL_KEYS)
         labels = LabelStep(
-            concepts=str(_path(base, table.get("concepts"), at, "concepts")),
+            concepts=_bank_path(base, table.get("concepts"), at),
             top=_number(at, "top", table.get("top", 3), int, 1, None),
             min_score=_number(at, "min_score", table.get("min_score", 0.5), float, 0.0, 1.0),
         )
