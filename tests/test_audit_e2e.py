@@ -150,9 +150,9 @@ def test_top_labels_name_the_dominant_concept(driver, bee_run):
     """Every group whose exemplars are at least 90 % one concept by the ground truth has it as its top
     label, from the matched/paired image-level labeller or the spatial (IoU) one; the accuracy is
     printed (docs/labelling.md has it). One known exception, kept visible rather than excluded: the
-    bee logit (fc/g0), whose exemplars are wings 90 % and stripes 88 %, is labelled stripes, and the
-    logit has no map for the spatial labeller. Everywhere else, two dominant concepts that close are
-    not found on this circuit, so the test fails on any other miss."""
+    bee logit (fc/g0), whose exemplars are wings 90 % and stripes 88 %, is labelled stripes by both,
+    and its class activation map lands on the stripes. Everywhere else, two dominant concepts that
+    close are not found on this circuit, so the test fails on any other miss."""
     rows, right = label_accuracy(driver, bee_run["run_id"])
     print(f"\ntop-label accuracy on groups with a >= 90 % concept: {right}/{len(rows)}")
     for g, shares, bank, spatial in rows:

@@ -6,12 +6,14 @@ its core neurons' activations over their peaks, at every position of its layer) 
 image, times the image's soft assignment to the group (as the image-level labeller does), and
 thresholded at the group's `quantile` over every pixel of the bank. The label score is the
 intersection over union of that region with the concept's mask, summed over the whole bank
-(NetDissect's dataset-wide IoU), with a 95 % bootstrap interval over images.
+(NetDissect's dataset-wide IoU), with a 95 % bootstrap interval over images. A head without spatial
+extent of its own (a global pool and a linear layer) gets the map of its output at each position of
+the layer below: for that head, the class activation map.
 
 An image-level score asks "does the group fire more on images with the concept"; the IoU asks "does it
 fire on the concept's pixels". A group that responds to "an object" beside a flower scores on flower
-images but its region misses the flower. Layers without spatial extent (a linear head) get no
-spatial label.
+images but its region misses the flower. A layer without spatial extent over one without it either
+(a transformer's tokens, an MLP) gets no spatial label.
 """
 
 from __future__ import annotations
@@ -60,6 +62,38 @@ def bank_masks(bank: ConceptBank, size: int) -> tuple[np.ndarray, list[str]]:
     return out
 
 
+# A head probe evaluates the head once per position of the map below; at most this many floats of
+# constant maps go through it at once.
+PROBE_FLOATS = 2**25
+
+
+def head_position_outputs(cuts: LayerCuts, layer: str, below: torch.Tensor) -> torch.Tensor:
+    """[B, K, h, w]: the output of a head `layer` (no spatial extent) if every position of the map
+    `below` [B, C, h, w] looked like position (y, x), evaluated at each position.
+
+    For the usual head, a global average pool and a linear layer, this is the class activation map
+    (Zhou et al., 2016) with the bias: head(mean of A) = mean over positions of (W A(y, x) + b), so
+    the map's mean over positions is the head's output itself. For other heads it is a probe of the
+    head at one position at a time."""
+    segment = cuts.segment(layer)
+    b, c, h, w = below.shape
+    columns = below.permute(0, 2, 3, 1).reshape(-1, c)
+    chunk = max(1, PROBE_FLOATS // (c * h * w))
+    outs = [
+        segment(columns[i : i + chunk, :, None, None].expand(-1, c, h, w).contiguous())
+        for i in range(0, len(columns), chunk)
+    ]
+    return torch.cat(outs).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def has_map(cuts: LayerCuts, layer: str) -> bool:
+    """Feature maps of its own, or a head over a layer that has them (its map is then probed)."""
+    if len(cuts.shape(layer)) == 3:
+        return True
+    below = cuts.below(layer)
+    return len(cuts.shape(layer)) == 1 and below is not None and len(cuts.shape(below)) == 3
+
+
 def _group_maps(
     model: LoadedModel,
     cuts: LayerCuts,
@@ -70,16 +104,21 @@ def _group_maps(
     assign: np.ndarray,
 ) -> np.ndarray:
     """float32 [G, N, S, S]: each group's M map on every bank image, upsampled to the input size S and
-    weighted by the image's soft assignment to the group."""
+    weighted by the image's soft assignment to the group. A head's map is probed position by position
+    on the map of the layer below it (`head_position_outputs`)."""
     device = next(model.module.parameters()).device
     peaks = {n.index: n.max_activation for n in circuit.neurons_at(layer)}
     members = [metric_neurons(g) for g in groups]
     size = model.input_size
+    head = len(cuts.shape(layer)) == 1
+    source = cuts.below(layer) if head else layer
     out = np.zeros((len(groups), len(bank.files), size, size), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(bank.files), BATCH):
             x = to_model_input(bank.pixels[start : start + BATCH].to(device), model.mean, model.std)
-            acts = cuts.activations(x, [layer], means=False)[layer].float()
+            acts = cuts.activations(x, [source], means=False)[source].float()
+            if head:
+                acts = head_position_outputs(cuts, layer, acts).float()
             for gi, neurons in enumerate(members):
                 peak = torch.tensor([max(peaks[m], EPS) for m in neurons], device=acts.device)
                 ratio = (acts[:, neurons] / peak[None, :, None, None]).clamp(EPS, 1.0)
@@ -88,6 +127,17 @@ def _group_maps(
                 w = torch.from_numpy(assign[start : start + len(x), gi]).to(up)
                 out[gi, start : start + len(x)] = (up * w[:, None, None]).cpu().numpy()
     return out
+
+
+def fired_region(maps: np.ndarray, quantile: float) -> tuple[np.ndarray, float]:
+    """The pixels above the `quantile` of `maps`, and that threshold. M is clipped at 1 (a response
+    above the run's peak), so the top pixels can tie at the threshold; then those ties fire, rather
+    than nothing at all."""
+    threshold = float(np.quantile(maps, quantile))
+    fired = maps > threshold
+    if not fired.any():
+        fired = maps >= threshold
+    return fired, threshold
 
 
 def _iou_with_interval(
@@ -124,7 +174,7 @@ def spatial_labels(
     layers = [
         layer
         for layer in circuit.layer_names()
-        if len(cuts.shape(layer)) == 3 and any(g.layer == layer for g in circuit.neuron_groups)
+        if has_map(cuts, layer) and any(g.layer == layer for g in circuit.neuron_groups)
     ]
     tick = progress("spatial labels", len(layers)) if progress else None
     for layer in layers:
@@ -132,10 +182,13 @@ def spatial_labels(
         assign = _soft_assign(acts[rep_key[layer]], np.array([g.centroid for g in groups]))
         maps = _group_maps(model, cuts, circuit, bank, layer, groups, assign)
         for gi, group in enumerate(groups):
-            threshold = float(np.quantile(maps[gi], quantile))
-            fired = maps[gi] > threshold
+            fired, threshold = fired_region(maps[gi], quantile)
             iou, low, high = _iou_with_interval(fired, masks, rng)
-            order = sorted(range(len(bank.known)), key=lambda k: (-iou[k], bank.known[k]))[:top]
+            # a concept the region never touches is no label
+            order = sorted(
+                (k for k in range(len(bank.known)) if iou[k] > 0), key=lambda k: (-iou[k], bank.known[k])
+            )
+            order = order[:top]
             for rank, k in enumerate(order, start=1):
                 labels.append(
                     LabelRecord(
