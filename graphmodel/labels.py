@@ -44,18 +44,20 @@ RETURN count(l) AS written
 
 
 # Display properties for Neo4j Browser (its style can caption only properties): a group's best
-# label (a manual one first, then by score) as `top_label`, and `caption` "<layer> g<n>: <label>".
+# label as `top_label` (a manual one first, then each labeller's rank 1 before its rank 2, and among
+# equal ranks the highest score), and `caption` "<layer> g<n>: <label>". Rank, not score, orders one
+# labeller's labels: concept-bank labels are ranked by effect size.
 _REFRESH_NG = """
 MATCH (g:NeuronGroup) WHERE g.ng_id IN $ids
 OPTIONAL MATCH (g)-[l:LABELED]->(c:Concept)
-WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.score DESC
+WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.rank, l.score DESC
 WITH g, head(collect(c.name)) AS top
 SET g.top_label = top, g.caption = g.layer + ' g' + toString(g.position) + coalesce(': ' + top, '')
 """
 _REFRESH_SG = """
 MATCH (g:SemanticGroup) WHERE g.sg_id IN $ids
 OPTIONAL MATCH (g)-[l:LABELED]->(c:Concept)
-WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.score DESC
+WITH g, c ORDER BY CASE l.method WHEN 'manual' THEN 0 ELSE 1 END, l.rank, l.score DESC
 WITH g, head(collect(c.name)) AS top
 SET g.top_label = top
 """

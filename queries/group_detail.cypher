@@ -28,8 +28,8 @@ CALL (g) {
 }
 CALL (g) {
   OPTIONAL MATCH (g)-[l:LABELED]->(concept:Concept)
-  WITH concept, l ORDER BY l.score DESC
-  RETURN [x IN collect({concept: concept.name, score: l.score, method: l.method})
+  WITH concept, l ORDER BY l.rank, l.score DESC
+  RETURN [x IN collect({concept: concept.name, score: l.score, method: l.method, rank: l.rank})
           WHERE x.concept IS NOT NULL] AS labels
 }
 RETURN g.ng_id AS ng_id, g.run_id AS run_id, g.layer AS layer, g.size AS size, g.patches AS patches,

@@ -19,8 +19,9 @@ CALL (sg) {
 }
 CALL (sg) {
   OPTIONAL MATCH (sg)-[l:LABELED]->(concept:Concept)
-  WITH concept, l ORDER BY l.score DESC
-  RETURN [x IN collect({concept: concept.name, score: l.score}) WHERE x.concept IS NOT NULL] AS labels
+  WITH concept, l ORDER BY l.rank, l.score DESC
+  RETURN [x IN collect({concept: concept.name, score: l.score, rank: l.rank}) WHERE x.concept IS NOT NULL]
+         AS labels
 }
 RETURN r.class_name AS class_name, r.run_id AS run_id, r.status AS status, sg.j AS j, sg.size AS size,
        sg.silhouette AS silhouette, neuron_groups, labels, exemplar_uris

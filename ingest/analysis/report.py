@@ -393,7 +393,8 @@ def _script_json(data: Any) -> str:
 
 
 def _sorted_labels(labels: Sequence[LabelRecord]) -> list[LabelRecord]:
-    return sorted(labels, key=lambda lab: (-float(lab.score), lab.method, lab.concept, lab.rank))
+    """Each labeller's rank 1 first (concept-bank labels are ranked by effect, not score), then by score."""
+    return sorted(labels, key=lambda lab: (lab.rank, -float(lab.score), lab.method, lab.concept))
 
 
 # ----------------------------------------------------------------------------------- evaluation
