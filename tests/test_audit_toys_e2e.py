@@ -87,8 +87,8 @@ def test_top_label_accuracy_on_the_toys_world(driver, kite_run):
     """The acceptance asks that every group whose exemplars are at least 90 % one concept has it as its
     top label. On this run it holds for 3 of the 4 such groups (in-class bank, effect ranking; 2 of 4
     with the mixed bank and the score ranking). The miss is block3/g4, whose exemplars are 97 % snow and
-    26 of 29 (0.897) fence: it is labelled fence. docs/labelling.md has the table and a second
-    replicate. The test prints every group and guards the measured level so a regression shows; it
+    26 of 29 (0.897) fence: it is labelled fence. docs/labelling.md has the table and two more
+    draws (6/6 and 5/7). The test prints every group and guards the measured level so a regression shows; it
     does not claim the acceptance point."""
     rows, right = label_accuracy(driver, kite_run["run_id"])
     print(f"\ntoys world: top-label accuracy on groups with a >= 90 % concept: {right}/{len(rows)}")
