@@ -152,3 +152,10 @@ def test_a_bank_without_a_manifest_or_a_class_says_nothing(tmp_path):
     assert bank_context_line(tmp_path, "bee") is None
     (tmp_path / "manifest.json").write_text(json.dumps({"concepts": ["a"]}))  # a bank from before --class
     assert bank_context_line(tmp_path, "bee") is None
+
+
+def test_an_unknown_ranking_is_refused_before_any_work():
+    from ingest.labelling.concept_bank import label_circuit
+
+    with pytest.raises(ValueError, match="rank_by must be 'effect' or 'score', not 'size'"):
+        label_circuit(None, {}, _two_concept_bank(), {}, rank_by="size")

@@ -211,9 +211,6 @@ def bank_activations(
     return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
-RANKINGS = ("effect", "score")
-
-
 def _labels_for(
     group_id: str, scores: np.ndarray, bank: ConceptBank, top: int, min_score: float, rank_by: str = "effect"
 ) -> list[LabelRecord]:
@@ -274,8 +271,10 @@ def label_circuit(
     semantic_groups: bool = True,
     rank_by: str = "effect",
 ) -> list[LabelRecord]:
-    """The best `top` concepts (AUC ≥ `min_score`, ranked by `rank_by`) of every neuron group and
-    semantic group."""
+    """The best `top` concepts (AUC ≥ `min_score`, ranked by `rank_by`: "effect" or "score") of every
+    neuron group and semantic group."""
+    if rank_by not in ("effect", "score"):
+        raise ValueError(f"rank_by must be 'effect' or 'score', not {rank_by!r}")
     labels: list[LabelRecord] = []
     for layer in circuit.layer_names():
         groups = [g for g in circuit.neuron_groups if g.layer == layer]
