@@ -191,11 +191,13 @@ def bank_crop(
     return None
 
 
-# The classes whose scenes show each part concept; flowers, leaves and backgrounds are in every class.
+# The classes whose scenes show each part concept, the only place that says so; flowers, leaves and
+# backgrounds are in every class. A mixed bank draws a part's positives from these classes in turn
+# (ladybug twice for dots: half of them come from ladybugs).
 SHOWN_BY: dict[str, tuple[str, ...]] = {
     "stripes": ("bee",),
     "wings": ("bee", "butterfly"),
-    "dots": ("ladybug", "snail", "butterfly"),
+    "dots": ("ladybug", "ladybug", "snail", "butterfly"),
     "shell": ("ladybug", "snail"),
 }
 
@@ -218,14 +220,9 @@ def _forcing_options(concept: str) -> dict:
 
 def _scene_options_for(concept: str, rng: np.random.Generator) -> tuple[str, dict]:
     """A class and scene options likely to show `concept`, so positives come quickly."""
-    if concept == "stripes":
-        return "bee", {}
-    if concept == "wings":
-        return str(rng.choice(["bee", "butterfly"])), {}
-    if concept == "dots":
-        return str(rng.choice(["ladybug", "ladybug", "snail", "butterfly"])), {}
-    if concept == "shell":
-        return str(rng.choice(["ladybug", "snail"])), {}
+    if concept in SHOWN_BY:
+        owners = SHOWN_BY[concept]
+        return (owners[0] if len(owners) == 1 else str(rng.choice(list(owners)))), {}
     if concept in TOGGLEABLE or concept in BACKGROUNDS:
         return str(rng.choice(CLASS_NAMES)), _forcing_options(concept)
     raise ValueError(f"unknown concept {concept!r}; choose one of {CONCEPTS}")
@@ -301,6 +298,11 @@ def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene
         class_name, options = _scene_options_for(concept, rng)
     else:
         class_name, options = str(rng.choice(CLASS_NAMES)), {}
+    return _scene(class_name, options, rng)
+
+
+def _scene(class_name: str, options: dict, rng: np.random.Generator) -> Scene:
+    """A bank scene of `class_name` with `options`, flowers in half of them unless the options say."""
     scene_seed = int(rng.integers(2**31))
     return sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
 
@@ -308,13 +310,9 @@ def _bank_scene(concept: str, positive: bool, rng: np.random.Generator) -> Scene
 def _in_class_scene(class_name: str) -> Callable[[str, bool, np.random.Generator], Scene]:
     """Scenes of one class only (an in-class bank): positives forced to show the concept where the
     generator can, flowers in half of the rest."""
-
-    def scene_for(concept: str, positive: bool, rng: np.random.Generator) -> Scene:
-        options = _forcing_options(concept) if positive else {}
-        scene_seed = int(rng.integers(2**31))
-        return sample_scene(np.random.default_rng(scene_seed), class_name, **_unbiased_options(options))
-
-    return scene_for
+    return lambda concept, positive, rng: _scene(
+        class_name, _forcing_options(concept) if positive else {}, rng
+    )
 
 
 def write_concept_bank(
