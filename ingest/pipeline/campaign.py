@@ -161,7 +161,7 @@ def _check_class_banks(plan: Plan) -> None:
         {
             job.class_name or str(job.class_index)
             for job in plan.jobs
-            if not Path(bank_for(plan.spec.label.concepts, job.class_name or str(job.class_index))).is_dir()
+            if not Path(bank_for(plan.spec.label.concepts, job.class_name, job.class_index)).is_dir()
         }
     )
     if missing:
@@ -333,7 +333,7 @@ def _label(driver, opened: _OpenedRun, step: dict[str, Any]) -> int:
             return 0
     circuit = opened.circuit
     bank = load_concept_bank(
-        bank_for(step["concepts"], circuit.class_name or str(circuit.class_index)), opened.model.input_size
+        bank_for(step["concepts"], circuit.class_name, circuit.class_index), opened.model.input_size
     )
     labels = concept_bank_labels(
         opened.model, opened.cuts, opened.circuit, bank, top=step["top"], min_score=step["min_score"]

@@ -205,9 +205,10 @@ def _bank_path(base: Path, text: Any, where: str) -> str:
     return str((base / text).expanduser().resolve())
 
 
-def bank_for(concepts: str, class_name: str) -> str:
-    """The bank folder of one class: `concepts` with `{class}` replaced by the class's name."""
-    return concepts.replace(CLASS_PLACEHOLDER, class_name)
+def bank_for(concepts: str, class_name: str | None, class_index: int) -> str:
+    """The bank folder of one class: `concepts` with `{class}` replaced by the class's name (its index
+    when it has none)."""
+    return concepts.replace(CLASS_PLACEHOLDER, class_name or str(class_index))
 
 
 def _extract(where: str, table: dict) -> dict[str, Any]:
