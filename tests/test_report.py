@@ -460,9 +460,10 @@ def test_metric_maps_are_the_geometric_mean_of_clipped_ratios_per_position():
     assert heat[0, 0, 1] == pytest.approx(np.sqrt(1e-6))
 
 
-def test_heatmaps_of_a_planted_circuit_cover_its_conv_groups(planted):
+def test_heatmaps_of_a_planted_circuit_cover_its_conv_and_head_groups(planted):
     """From the stored exemplar PNGs and the run's model: one map per exemplar of every group on a
-    conv layer, of the layer's spatial size, in [0, 1], and not flat."""
+    conv layer, of the layer's spatial size, and of the class head (pool + linear), probed over the
+    map below it (its class activation map), in [0, 1], and not flat."""
     from ingest.analysis.heatmaps import group_heatmaps, overlay_png
     from ingest.pipeline.run_context import open_run
 
@@ -470,13 +471,17 @@ def test_heatmaps_of_a_planted_circuit_cover_its_conv_groups(planted):
     opened = open_run(circuit, with_patches=False)
     shown = exemplar_patches(circuit, 4)
     maps = group_heatmaps(opened.model, opened.cuts, circuit, thumbs, shown)
-    conv = {layer.name for layer in circuit.layers if layer.kind == "conv"}
-    assert set(maps) == {g.ng_id for g in circuit.neuron_groups if g.layer in conv}
+    kinds = {layer.name: layer.kind for layer in circuit.layers}
+    assert kinds["fc"] == "linear" and any(g.layer == "fc" for g in circuit.neuron_groups)
+    assert set(maps) == {
+        g.ng_id for g in circuit.neuron_groups if kinds[g.layer] == "conv" or g.layer == "fc"
+    }
     for ng_id, per in maps.items():
         layer = ng_id.split("/")[1]
+        spatial = layer if kinds[layer] == "conv" else opened.cuts.below(layer)
         assert list(per) == shown[ng_id]
         for heat in per.values():
-            assert heat.shape == opened.cuts.shape(layer)[1:]
+            assert heat.shape == opened.cuts.shape(spatial)[1:]
             assert heat.min() >= 0.0 and heat.max() <= 1.0
     assert sum(float(h.max() - h.min()) > 0.05 for per in maps.values() for h in per.values()) > len(maps)
     overlay = Image.open(io.BytesIO(overlay_png(next(iter(next(iter(maps.values())).values())), THUMB_PX)))

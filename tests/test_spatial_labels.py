@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ingest.core.feature_maps import has_map, head_position_outputs
 from ingest.core.layers import LayerCuts
-from ingest.labelling.spatial import _iou_with_interval, fired_region, has_map, head_position_outputs
+from ingest.labelling.spatial import _iou_with_interval, fired_region
 from ingest.planted.model import PLANTED_LAYERS, build_planted_cnn
 
 

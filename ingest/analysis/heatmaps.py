@@ -4,8 +4,10 @@ M (paper §5, `ingest.core.metric`) scores an input by the geometric mean of the
 neurons' activations, each over its peak. The circuit keeps spatial means; here the same ratio is
 taken at every position of the layer's feature map for one exemplar, so the map is high only where
 all the core neurons fire together. Each neuron's peak is its max *spatial-mean* activation over the
-patch set, so a single position can exceed it: ratios are clipped at 1. A layer whose output has no
-spatial extent (a linear layer) has no map.
+patch set, so a single position can exceed it: ratios are clipped at 1. A head without spatial extent
+of its own (a global pool and a linear layer) over a feature map gets its output at each position of
+that map (`ingest.core.feature_maps`; for that head, the class activation map). Any other layer
+without spatial extent (a transformer's tokens, an MLP) has no map.
 
 The patches are the exemplar PNGs as stored (the exact pixels the model saw, at its input size).
 """
@@ -57,10 +59,11 @@ def group_heatmaps(
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """ng_id -> patch id -> M map [h, w] in [0, 1] for the `shown` exemplars of every group whose
-    layer outputs feature maps. `model` is the run's `LoadedModel`, `cuts` its `LayerCuts`;
-    `progress(desc, total)` ticks per exemplar and layer."""
+    layer has a map (feature maps, or a head probed over them). `model` is the run's `LoadedModel`,
+    `cuts` its `LayerCuts`; `progress(desc, total)` ticks per exemplar and layer."""
     import torch
 
+    from ingest.core.feature_maps import has_map, layer_maps
     from ingest.core.patches import to_model_input
 
     groups = {g.ng_id: g for g in circuit.neuron_groups}
@@ -71,8 +74,8 @@ def group_heatmaps(
             by_layer[groups[ng_id].layer].append(ng_id)
     out: dict[str, dict[str, np.ndarray]] = {}
     for layer, ng_ids in by_layer.items():
-        if len(cuts.shape(layer)) != 3:
-            continue  # no spatial extent: M has no map
+        if not has_map(cuts, layer):
+            continue  # no spatial extent here or below: M has no map
         pids = sorted({pid for ng_id in ng_ids for pid in shown[ng_id]})
         pixels = {pid: decode_patch(patches[pid], model.input_size) for pid in pids if pid in patches}
         pids = [pid for pid in pids if pixels.get(pid) is not None]
@@ -82,8 +85,8 @@ def group_heatmaps(
             chunk = pids[start : start + BATCH]
             batch = torch.from_numpy(np.stack([pixels[p] for p in chunk])).permute(0, 3, 1, 2).to(device)
             with torch.no_grad():
-                acts = cuts.activations(to_model_input(batch, model.mean, model.std), [layer], means=False)
-            maps.update(zip(chunk, acts[layer].float().cpu().numpy(), strict=True))
+                acts = layer_maps(cuts, layer, to_model_input(batch, model.mean, model.std))
+            maps.update(zip(chunk, acts.float().cpu().numpy(), strict=True))
             if tick:
                 tick(len(chunk))
         for ng_id in ng_ids:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from graphmodel.records import Circuit, LabelRecord
+from ingest.core.feature_maps import has_map, layer_maps
 from ingest.core.layers import LayerCuts
 from ingest.core.metric import EPS, metric_neurons
 from ingest.core.models import LoadedModel
@@ -62,38 +63,6 @@ def bank_masks(bank: ConceptBank, size: int) -> tuple[np.ndarray, list[str]]:
     return out
 
 
-# A head probe evaluates the head once per position of the map below; at most this many floats of
-# constant maps go through it at once.
-PROBE_FLOATS = 2**25
-
-
-def head_position_outputs(cuts: LayerCuts, layer: str, below: torch.Tensor) -> torch.Tensor:
-    """[B, K, h, w]: the output of a head `layer` (no spatial extent) if every position of the map
-    `below` [B, C, h, w] looked like position (y, x), evaluated at each position.
-
-    For the usual head, a global average pool and a linear layer, this is the class activation map
-    (Zhou et al., 2016) with the bias: head(mean of A) = mean over positions of (W A(y, x) + b), so
-    the map's mean over positions is the head's output itself. For other heads it is a probe of the
-    head at one position at a time."""
-    segment = cuts.segment(layer)
-    b, c, h, w = below.shape
-    columns = below.permute(0, 2, 3, 1).reshape(-1, c)
-    chunk = max(1, PROBE_FLOATS // (c * h * w))
-    outs = [
-        segment(columns[i : i + chunk, :, None, None].expand(-1, c, h, w).contiguous())
-        for i in range(0, len(columns), chunk)
-    ]
-    return torch.cat(outs).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-
-
-def has_map(cuts: LayerCuts, layer: str) -> bool:
-    """Feature maps of its own, or a head over a layer that has them (its map is then probed)."""
-    if len(cuts.shape(layer)) == 3:
-        return True
-    below = cuts.below(layer)
-    return len(cuts.shape(layer)) == 1 and below is not None and len(cuts.shape(below)) == 3
-
-
 def _group_maps(
     model: LoadedModel,
     cuts: LayerCuts,
@@ -105,20 +74,16 @@ def _group_maps(
 ) -> np.ndarray:
     """float32 [G, N, S, S]: each group's M map on every bank image, upsampled to the input size S and
     weighted by the image's soft assignment to the group. A head's map is probed position by position
-    on the map of the layer below it (`head_position_outputs`)."""
+    on the map of the layer below it (`ingest.core.feature_maps`)."""
     device = next(model.module.parameters()).device
     peaks = {n.index: n.max_activation for n in circuit.neurons_at(layer)}
     members = [metric_neurons(g) for g in groups]
     size = model.input_size
-    head = len(cuts.shape(layer)) == 1
-    source = cuts.below(layer) if head else layer
     out = np.zeros((len(groups), len(bank.files), size, size), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(bank.files), BATCH):
             x = to_model_input(bank.pixels[start : start + BATCH].to(device), model.mean, model.std)
-            acts = cuts.activations(x, [source], means=False)[source].float()
-            if head:
-                acts = head_position_outputs(cuts, layer, acts).float()
+            acts = layer_maps(cuts, layer, x).float()
             for gi, neurons in enumerate(members):
                 peak = torch.tensor([max(peaks[m], EPS) for m in neurons], device=acts.device)
                 ratio = (acts[:, neurons] / peak[None, :, None, None]).clamp(EPS, 1.0)
