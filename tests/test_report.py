@@ -688,11 +688,12 @@ def test_cli_circuit_json_cuts_thumbnails_from_the_image_folder(planted, tmp_pat
     )
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.output and "differ from the extraction" not in result.output
-    # the planted CNN's conv layers have maps: every shown exemplar of their groups gets one
-    conv = {layer.name for layer in circuit.layers if layer.kind == "conv"}
-    on_conv = sum(len(p) for g, p in exemplar_patches(circuit, 3).items() if g.split("/")[1] in conv)
-    assert f" {on_conv} heatmaps" in result.output, result.output
-    assert "heatmaps block4" in result.output  # a progress bar per layer, on stderr
+    # the planted CNN's conv layers have maps, and so does its pool + linear head (probed over
+    # block4): every shown exemplar of their groups gets one
+    mapped = {layer.name for layer in circuit.layers if layer.kind == "conv"} | {"fc"}
+    on_maps = sum(len(p) for g, p in exemplar_patches(circuit, 3).items() if g.split("/")[1] in mapped)
+    assert f" {on_maps} heatmaps" in result.output, result.output
+    assert "heatmaps block4" in result.output and "heatmaps fc" in result.output  # a bar per layer
     dom = Dom(out.read_text())
     assert sorted(dom.nodes) == sorted(g.ng_id for g in circuit.neuron_groups)
     assert Counter(dom.edges) == expected_edges(circuit)
