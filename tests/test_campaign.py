@@ -76,6 +76,14 @@ def write_spec(folder: Path, name: str, pool: Path, patches: Path, *, classes='"
             '[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.audit]\nnegatives = "."\n',
             "without pairs needs labels",
         ),
+        (
+            '[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.label]\nconcepts = "."\nrank_by = "x"\n',
+            "rank_by = 'x'; choose one of effect, score",
+        ),
+        (
+            '[pool]\nfolder = "."\n[[models]]\nmodel = "x"\n[after.label]\nconcepts = "."\nspatial = "yes"\n',
+            "spatial = 'yes' must be true or false",
+        ),
     ],
 )
 def test_a_bad_spec_is_one_clear_error(text, says, tmp_path):
@@ -327,9 +335,20 @@ def test_label_and_audit_steps_run_after_each_class_once(driver, pool, env, patc
     labels = read_labels(driver, run_id)
     named = {lab.concept for labs in labels.values() for lab in labs if lab.method == "concept_bank"}
     assert named and not named & {"dots", "shell"}, named
+    # the bank has masks, so the step also stores spatial labels, as `neurflow label` does
+    assert any(lab.method == "spatial_iou" for labs in labels.values() for lab in labs)
     assert len(read_audits(driver, run_id)) == 1
     finish(campaign(spec, env))
     assert len(read_audits(driver, run_id)) == 1
+
+    def stored() -> set[tuple]:
+        return {
+            (g, x.concept, x.method, x.rank, x.score)
+            for g, xs in read_labels(driver, run_id).items()
+            for x in xs
+        }
+
+    assert stored() == {(g, x.concept, x.method, x.rank, x.score) for g, xs in labels.items() for x in xs}
 
 
 def test_a_class_without_its_bank_stops_the_campaign_before_it_runs(pool, patches, tmp_path):

@@ -112,17 +112,16 @@ def label_group(
     if not run_id or not bank_dir:
         raise click.UsageError("give --run ID and --concepts BANK, or a sub-command: set, remove, mllm, clip")
     from graphmodel.labels import write_labels
+    from ingest.labelling.bank_labelling import bank_labels
     from ingest.labelling.concept_bank import (
+        METHOD,
         ConceptBankError,
-        bank_activations,
         bank_check,
         bank_check_lines,
         bank_context_line,
-        label_circuit,
         load_concept_bank,
     )
     from ingest.labelling.spatial import METHOD as SPATIAL
-    from ingest.labelling.spatial import spatial_labels
 
     with graph() as (_cfg, driver):
         ref = RunRef(run_id, model_name=model_name, weights=weights, device=device)
@@ -149,37 +148,24 @@ def label_group(
             else:
                 click.echo(f"run {run_id}: bank checked, nothing labelled (--check-only)")
             return
-        acts = bank_activations(
+        by_method = bank_labels(
             opened.model,
             opened.cuts,
-            bank,
-            progress=lambda desc, total: progress_bar(desc, total, unit="image"),
-        )
-        labels = label_circuit(
             opened.circuit,
-            acts,
             bank,
-            opened.cuts.representative_keys(),
             top=top,
             min_score=min_score,
-            semantic_groups=not no_semantic_groups,
             rank_by=rank_by,
+            semantic_groups=not no_semantic_groups,
+            spatial=spatial,
+            progress=lambda desc, total: progress_bar(
+                desc, total, unit="image" if desc.startswith("concept bank") else "layer"
+            ),
         )
-        written = write_labels(driver, run_id, "concept_bank", labels)
-        where: list = []
-        if spatial and bank.coverage is not None:
-            where = spatial_labels(
-                opened.model,
-                opened.cuts,
-                opened.circuit,
-                bank,
-                acts,
-                top=top,
-                progress=lambda desc, total: progress_bar(desc, total, unit="layer"),
-            )
-            written += write_labels(driver, run_id, SPATIAL, where)
-        elif spatial:
+        written = sum(write_labels(driver, run_id, method, labs) for method, labs in by_method.items())
+        if spatial and bank.coverage is None:
             click.echo("spatial labels: skipped, the bank has no ground-truth masks on every image", err=True)
+    labels, where = by_method[METHOD], by_method.get(SPATIAL, [])
     best = defaultdict(list)
     for label in labels:
         best[label.group_id].append(label)

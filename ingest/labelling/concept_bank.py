@@ -61,6 +61,7 @@ from ingest.core.models import LoadedModel
 from ingest.core.patches import IMAGE_SUFFIXES, load_images, to_model_input
 from ingest.labelling.bank_evidence import Evidence, concept_evidence, effect_size, score
 
+METHOD = "concept_bank"
 NEGATIVES = "_negatives"
 WITHOUT = "_without"
 SIDECAR = ".concepts.npz"
@@ -245,7 +246,7 @@ def _labels_for(
     else:
         rated.sort(key=lambda r: (-r[0], -r[1], r[2]))
     return [
-        LabelRecord(group_id, concept, round(value, 6), "concept_bank", rank, details)
+        LabelRecord(group_id, concept, round(value, 6), METHOD, rank, details)
         for rank, (_effect, value, concept, details) in enumerate(rated[:top], start=1)
     ]
 
@@ -296,31 +297,6 @@ def label_circuit(
         for column, sg in enumerate(groups):
             labels += _labels_for(sg.sg_id, own * assign[:, column], bank, top, min_score, rank_by)
     return labels
-
-
-def concept_bank_labels(
-    model: LoadedModel,
-    cuts: LayerCuts,
-    circuit: Circuit,
-    bank: ConceptBank,
-    *,
-    top: int = 3,
-    min_score: float = 0.5,
-    semantic_groups: bool = True,
-    progress: ProgressFactory | None = None,
-) -> list[LabelRecord]:
-    """The whole concept-bank labelling of a circuit: the bank through the model, then the labels
-    (`neurflow label` and a campaign's label step). `progress(desc, total)` gives a tick per image."""
-    acts = bank_activations(model, cuts, bank, progress=progress)
-    return label_circuit(
-        circuit,
-        acts,
-        bank,
-        cuts.representative_keys(),
-        top=top,
-        min_score=min_score,
-        semantic_groups=semantic_groups,
-    )
 
 
 def bank_context_line(folder: str | Path, class_name: str | None) -> str | None:

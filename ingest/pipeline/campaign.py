@@ -322,23 +322,32 @@ def _audit(driver, opened: _OpenedRun, step: dict[str, Any], images: str) -> int
 
 
 def _label(driver, opened: _OpenedRun, step: dict[str, Any]) -> int:
-    """Concept-bank labels on a newly completed run, or on a complete one that has none yet."""
+    """Concept-bank labels (and spatial ones, from a bank with masks) on a newly completed run, or on a
+    complete one that has none yet."""
     from graphmodel.labels import read_labels, write_labels
-    from ingest.labelling.concept_bank import concept_bank_labels, load_concept_bank
+    from ingest.labelling.bank_labelling import bank_labels
+    from ingest.labelling.concept_bank import METHOD, load_concept_bank
 
     run_id = opened.result.run_id
     if opened.result.status == "ALREADY_COMPLETE":
         existing = read_labels(driver, run_id)
-        if any(lab.method == "concept_bank" for labs in existing.values() for lab in labs):
+        if any(lab.method == METHOD for labs in existing.values() for lab in labs):
             return 0
     circuit = opened.circuit
     bank = load_concept_bank(
         bank_for(step["concepts"], circuit.class_name, circuit.class_index), opened.model.input_size
     )
-    labels = concept_bank_labels(
-        opened.model, opened.cuts, opened.circuit, bank, top=step["top"], min_score=step["min_score"]
+    by_method = bank_labels(
+        opened.model,
+        opened.cuts,
+        circuit,
+        bank,
+        top=step["top"],
+        min_score=step["min_score"],
+        rank_by=step["rank_by"],
+        spatial=step["spatial"],
     )
-    return write_labels(driver, run_id, "concept_bank", labels)
+    return sum(write_labels(driver, run_id, method, labels) for method, labels in by_method.items())
 
 
 # ----------------------------------------------------------------------------------- engines

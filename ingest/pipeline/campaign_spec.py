@@ -35,6 +35,8 @@ naming the key and what to write instead. Paths are relative to the spec file.
     concepts = "banks/{class}"     # a bank, or one per class: {class} is each class's name
     top = 3
     min_score = 0.5
+    rank_by = "effect"             # or "score", as `neurflow label --rank-by`
+    spatial = true                 # IoU labels too, from a bank with masks (as `neurflow label`)
 
     [after.audit]                  # optional: the bias audit of each class (labels needed without pairs)
     expected = ["stripes", "wings"]
@@ -62,7 +64,8 @@ ENGINES = ("local", "ray")
 TOP_KEYS = ("name", "classes", "engine", "address", "retries", "pool", "extract", "models", "after")
 POOL_KEYS = ("folder", "labels")
 MODEL_KEYS = ("model", "weights", "sidecar", "layers", "classes")
-LABEL_KEYS = ("concepts", "top", "min_score")
+LABEL_KEYS = ("concepts", "top", "min_score", "rank_by", "spatial")
+RANK_BY = ("effect", "score")
 AUDIT_KEYS = (
     "expected",
     "pairs",
@@ -112,6 +115,8 @@ class LabelStep:
     concepts: str
     top: int = 3
     min_score: float = 0.5
+    rank_by: str = "effect"
+    spatial: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,18 @@ def _unknown(where: str, got: dict, allowed) -> None:
         close = difflib.get_close_matches(extra[0], list(allowed), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise CampaignSpecError(f"{where}: unknown key {extra[0]!r}{hint}; the keys are {', '.join(allowed)}")
+
+
+def _choice(where: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise CampaignSpecError(f"{where}: {key} = {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def _flag(where: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise CampaignSpecError(f"{where}: {key} = {value!r} must be true or false")
+    return value
 
 
 def _number(where: str, key: str, value: Any, kind: type, low, high):
@@ -225,11 +242,7 @@ def _extract(where: str, table: dict) -> dict[str, Any]:
                     parse_tau(value)
                 except ValueError as exc:
                     raise CampaignSpecError(f"{where}: {exc}") from None
-            if key in CHOICES and value not in CHOICES[key]:
-                raise CampaignSpecError(
-                    f"{where}: {key} = {value!r}; choose one of {', '.join(CHOICES[key])}"
-                )
-            out[key] = value
+            out[key] = _choice(where, key, value, CHOICES[key]) if key in CHOICES else value
         else:
             out[key] = _number(where, key, value, kind, low, high)
     return out
@@ -310,6 +323,8 @@ def load_spec(path: str | Path) -> CampaignSpec:
             concepts=_bank_path(base, table.get("concepts"), at),
             top=_number(at, "top", table.get("top", 3), int, 1, None),
             min_score=_number(at, "min_score", table.get("min_score", 0.5), float, 0.0, 1.0),
+            rank_by=_choice(at, "rank_by", table.get("rank_by", "effect"), RANK_BY),
+            spatial=_flag(at, "spatial", table.get("spatial", True)),
         )
     audit = _audit(base, f"{where} [after.audit]", after["audit"]) if "audit" in after else None
     if audit is not None and labels is None and not audit.pairs:
