@@ -8,9 +8,12 @@
 // param model_id: string              the model, Model.model_id
 // param class_name: string            the class, Class.name (e.g. bee)
 // param expected: list<string> = []   concepts the class should use (e.g. ["stripes", "wings"])
-// param min_score: float = 0.8        lowest label score (ROC AUC for concept-bank labels)
+// param min_score: float = 0.8        lowest label score, on its method's scale: ROC AUC or share of
+//                                      pairs (concept_bank); IoU (spatial_iou), which is small (0.01-0.12
+//                                      on the planted worlds), so give 0 with method = spatial_iou and
+//                                      let max_rank choose
 // param max_rank: integer = 2         only a group's best max_rank labels count
-// param method: string = null         only labels of this method (concept_bank, manual, mllm, clip)
+// param method: string = null         only labels of this method (concept_bank, spatial_iou, manual, mllm, clip)
 // param run_id: string = null         one run of the class; default: its latest COMPLETE run
 // param limit: integer = 10           how many concepts to return
 MATCH (r:Run {model_id: $model_id, status: 'COMPLETE'})-[:EXPLAINS]->(cl:Class {name: $class_name})

@@ -7,9 +7,12 @@
 // param class_name: string            the class name in both models (case-insensitive)
 // param model_a: string               first model, Model.model_id
 // param model_b: string               second model, Model.model_id
-// param min_score: float = 0.8        lowest label score (ROC AUC for concept-bank labels)
+// param min_score: float = 0.8        lowest label score, on its method's scale: ROC AUC or share of
+//                                      pairs (concept_bank); IoU (spatial_iou), which is small (0.01-0.12
+//                                      on the planted worlds), so give 0 with method = spatial_iou and
+//                                      let max_rank choose
 // param max_rank: integer = 2         only a group's best max_rank labels count
-// param method: string = null         only labels of this method (concept_bank, manual, mllm, clip)
+// param method: string = null         only labels of this method (concept_bank, spatial_iou, manual, mllm, clip)
 UNWIND [$model_a, $model_b] AS model_id
 CALL (model_id) {
   MATCH (r:Run {model_id: model_id, status: 'COMPLETE'})-[:EXPLAINS]->(cl:Class)

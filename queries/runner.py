@@ -7,6 +7,7 @@ A file's header is its leading `//` comment block::
     //   (indented lines continue the question)
     // param class_name: string            description
     // param limit: integer = 10           description (a default, as JSON, makes it optional)
+    //                                     (indented lines continue a description too)
 
 Values reach Neo4j only as query parameters, never pasted into the text, and every query runs in a
 read transaction (`session.execute_read`), so a canned query cannot change the graph.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +84,24 @@ def parse_query(path: str | Path) -> Query:
     text = path.read_text()
     fields_: dict[str, str] = {}
     params: dict[str, Param] = {}
-    last: str | None = None
+    last: str | Param | None = None  # what an indented line continues: a field's key, or a param
     for raw in text.splitlines():
         if not raw.startswith("//"):
             break
         body = raw[2:]
-        if body.startswith("   ") and last is not None:  # continuation of the previous field
-            fields_[last] += " " + body.strip()
+        if body.startswith("   ") and last is not None:  # continuation of the previous field or param
+            if isinstance(last, Param):
+                params[last.name] = replace(
+                    params[last.name], description=f"{params[last.name].description} {body.strip()}".strip()
+                )
+            else:
+                fields_[last] += " " + body.strip()
             continue
         body = body.strip()
         if body.startswith("param "):
             param = _parse_param(body, path)
             params[param.name] = param
-            last = None
+            last = param
         elif ":" in body:
             key, value = body.split(":", 1)
             last = key.strip()

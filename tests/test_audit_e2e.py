@@ -245,6 +245,20 @@ def test_feeds_via_concept_finds_flower_groups_feeding_bee(driver, bee_run):
     assert sum(v >= 0.9 for v in shares.values()) >= 2, shares
 
 
+def test_feeds_via_concept_on_spatial_labels(driver, bee_run):
+    """With method = spatial_iou the label score is an IoU (0.07-0.09 for the flower groups), so the
+    default min_score (0.8) keeps no label; with min_score 0 and max_rank 1 the query returns paths
+    through the groups whose fired region overlaps flowers most, every one flower-pure by ground truth."""
+    ask = {"model_id": bee_run["model_id"], "class_name": "bee", "concept": "flower", "method": "spatial_iou"}
+    assert run_query("feeds_via_concept", driver=driver, **ask) == []
+    rows = run_query("feeds_via_concept", driver=driver, min_score=0.0, max_rank=1, **ask)
+    via = {row["via_group"] for row in rows}
+    assert via and all(row["via_labels"] == ["flower"] for row in rows), rows[:3]
+    for group in via:
+        truth = _exemplar_truth(driver, group)
+        assert sum("flower" in t for t in truth) / len(truth) >= 0.9, (group, truth)
+
+
 def test_commands_against_the_services_print_json_with_json(stack, bee_run, data, tmp_path):
     """The commands that print results and need Neo4j: `--json` gives one JSON document on stdout
     (progress and notes go to stderr)."""

@@ -16,7 +16,7 @@ import pytest
 
 import queries
 from graphmodel.patchstore import LocalPatchStore
-from queries.runner import QueryError
+from queries.runner import QueryError, parse_query
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +65,22 @@ def test_list_queries_parses_every_header():
     top = listed["top_paths"]
     assert top.params["limit"].type == "integer" and top.params["limit"].default == 10
     assert top.params["class_name"].required and not top.params["run_id"].required
+
+
+def test_an_indented_header_line_continues_a_parameter_description(tmp_path: Path):
+    path = tmp_path / "q.cypher"
+    path.write_text(
+        "// name: q\n// question: Which?\n//   (more question)\n"
+        "// param min_score: float = 0.8   lowest score, on its scale:\n"
+        "//                                IoU (spatial_iou: about 0.04)\n"
+        "// param limit: integer = 5       rows\nRETURN 1\n"
+    )
+    query = parse_query(path)
+    assert query.question == "Which? (more question)" and query.extra == {}
+    assert (
+        query.params["min_score"].description == "lowest score, on its scale: IoU (spatial_iou: about 0.04)"
+    )
+    assert query.params["min_score"].default == 0.8 and query.params["limit"].description == "rows"
 
 
 @pytest.mark.parametrize(
