@@ -99,4 +99,5 @@ def test_extract_ingest_label_and_report_on_the_real_model(stack, driver, tmp_pa
 
     report = _json("report", "--run", run_id, "-o", tmp_path / "report.html", "--json")
     assert report["exemplars_drawn"] == report["exemplars_shown"] > 0
+    print("\nreport:", {k: report[k] for k in ("exemplars_shown", "heatmaps")})
     assert report["heatmaps"] > 0  # the factory is imported again and its model loaded
