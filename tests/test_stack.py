@@ -219,12 +219,15 @@ def test_a_pid_file_names_a_process_only_while_that_very_process_runs(tmp_path):
     pid_file = tmp_path / "x.pid"
     me = psutil.Process(os.getpid())
     marker = Path(me.cmdline()[0]).name
-    created = round(me.create_time(), 2)
-    pid_file.write_text(json.dumps({"pid": os.getpid(), "created": created}))
+    started = processes._started(os.getpid())
+    assert started is not None and started == processes._started(os.getpid())
+    if Path("/proc/uptime").exists():  # Linux: seconds since boot, whatever the wall clock says
+        assert 0 < started <= float(Path("/proc/uptime").read_text().split()[0])
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "started": started}))
     assert processes.running_pid(pid_file, marker) == os.getpid()
-    pid_file.write_text(json.dumps({"pid": os.getpid(), "created": created - 5}))  # a recycled pid
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "started": started - 5}))  # a recycled pid
     assert processes.running_pid(pid_file, marker) is None and not pid_file.exists()
-    pid_file.write_text(json.dumps({"pid": os.getpid(), "start_time": "123"}))  # an older version's file
+    pid_file.write_text(json.dumps({"pid": os.getpid(), "created": 123.0}))  # an older version's file
     assert processes.running_pid(pid_file, marker) == os.getpid()
     assert processes.running_pid(pid_file, "not-this-command") is None
 

@@ -1,8 +1,8 @@
 """Detached service processes: start in their own session, track by pid file, stop cleanly.
 
-A pid file records the pid and the creation time of the process, so a recycled pid is never
-mistaken for ours, and the command line must still name the service's marker. Processes are read
-through psutil, so `status` and `down` work the same on Linux and macOS.
+A pid file records the pid and the start time of the process, so a recycled pid is never mistaken
+for ours, and the command line must still name the service's marker. Processes are read through
+psutil, so `status` and `down` work the same on Linux and macOS.
 """
 
 from __future__ import annotations
@@ -23,8 +23,22 @@ import psutil
 _children: dict[int, subprocess.Popen] = {}
 
 
-def _created(pid: int) -> float | None:
-    """The process's creation time (seconds since the epoch), or None if there is no such process."""
+def _started(pid: int) -> float | None:
+    """When the process started, on a clock that changes of the system time do not move.
+
+    On Linux, psutil's creation time is the boot time read now (``btime`` of /proc/stat, which moves
+    when the wall clock is stepped, as after a suspended machine resumes) plus the process's start in
+    ticks since boot: a pid file compared on it once said that a Neo4j still starting had "exited".
+    So Linux uses the ticks since boot alone; elsewhere the kernel stores a fixed creation time.
+    None if there is no such process.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+            return round(int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)  # field 22: starttime
+        except (OSError, IndexError, ValueError):
+            return None
     try:
         return round(psutil.Process(pid).create_time(), 2)
     except psutil.Error:
@@ -66,8 +80,8 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
         pid = int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    created = record.get("created")
-    same = created is None or _created(pid) == created  # pid files of older versions have no time
+    started = record.get("started")
+    same = started is None or _started(pid) == started  # older versions wrote no comparable time
     if is_alive(pid) and same:
         command = _cmdline(pid)
         if not command or marker in command:  # empty while the main thread is a zombie
@@ -101,7 +115,7 @@ def spawn(
             close_fds=True,
         )
     _children[process.pid] = process
-    record = {"pid": process.pid, "created": _created(process.pid), "command": command[0]}
+    record = {"pid": process.pid, "started": _started(process.pid), "command": command[0]}
     tmp = pid_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(pid_file)
