@@ -2,7 +2,8 @@
 
 A pid file records the pid and the start time of the process, so a recycled pid is never mistaken
 for ours, and the command line must still name the service's marker. Processes are read through
-psutil, so `status` and `down` work the same on Linux and macOS.
+psutil, so `status` and `down` work the same on Linux and macOS (the start time alone comes from
+/proc on Linux: see `_started`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,10 +34,10 @@ def _started(pid: int) -> float | None:
     So Linux uses the ticks since boot alone; elsewhere the kernel stores a fixed creation time.
     None if there is no such process.
     """
-    stat = Path(f"/proc/{pid}/stat")
-    if Path("/proc/self/stat").exists():
+    if sys.platform.startswith("linux"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # the name in (...) may hold spaces
+            # the name in (...) may hold spaces, so the fields are counted after its last ")"
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             return round(int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)  # field 22: starttime
         except (OSError, IndexError, ValueError):
             return None
